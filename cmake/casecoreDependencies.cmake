@@ -1,0 +1,13 @@
+# Every dependency comes from a Debian 12 package (scripts/install-deps.sh installs them).
+include(GNUInstallDirs)
+set(THREADS_PREFER_PTHREAD_FLAG ON)
+find_package(Threads REQUIRED)
+find_package(SQLite3 REQUIRED)
+find_package(SQLiteCpp CONFIG REQUIRED)
+find_package(Microsoft.GSL CONFIG REQUIRED)
+find_package(Boost 1.74 REQUIRED COMPONENTS thread)
+find_package(OpenSSL REQUIRED)
+if(CASECORE_WITH_POSTGRES)
+  find_package(PkgConfig REQUIRED)
+  pkg_check_modules(PQXX REQUIRED IMPORTED_TARGET libpqxx)
+endif()

@@ -1,0 +1,63 @@
+// casecore/detail/backend.hpp — the small interface each database adapter implements.
+//
+// Not for hosts: feature code talks to casecore::transaction. A connection is used by one thread
+// at a time (the pool guarantees it); a backend is shared by all threads and must be thread-safe.
+// Adapters translate every driver exception to casecore::error before it leaves these calls.
+#pragma once
+
+#include <casecore/value.hpp>
+
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace casecore {
+
+/// The SQL dialect behind a database.
+enum class dialect { sqlite, postgresql };
+
+/// Transaction isolation (PostgreSQL honours all; SQLite is always serializable).
+enum class isolation { read_committed, repeatable_read, serializable };
+
+struct pool_options;
+
+namespace detail {
+
+/// Whether a transaction may write.
+enum class tx_mode { read, write };
+
+/// One physical connection.
+class connection {
+public:
+  virtual ~connection() = default;
+  /// Run one parameterised statement; `$1..$n` placeholders, values bound, never spliced.
+  virtual result exec(std::string_view sql, std::span<const value> params) = 0;
+  /// Run several ';'-separated statements without parameters (DDL in migrations).
+  virtual void exec_script(std::string_view sql) = 0;
+  /// Open a transaction.
+  virtual void begin(tx_mode mode, isolation level) = 0;
+  /// Commit; throws outcome_unknown when the connection breaks while the COMMIT is in flight.
+  virtual void commit() = 0;
+  /// Roll back, best effort; marks the connection broken if that fails.
+  virtual void rollback() noexcept = 0;
+  /// A cheap round trip; false when the connection is unusable.
+  virtual bool ping() noexcept = 0;
+  /// True once the connection is known to be unusable.
+  virtual bool broken() const noexcept = 0;
+};
+
+/// A connection factory for one database.
+class backend {
+public:
+  virtual ~backend() = default;
+  /// Open a new connection (throws backend_unavailable when it cannot).
+  virtual std::unique_ptr<connection> connect() = 0;
+  /// The SQL dialect.
+  virtual casecore::dialect dialect() const noexcept = 0;
+  /// The URL with any password masked.
+  virtual std::string describe() const = 0;
+};
+
+} // namespace detail
+} // namespace casecore

@@ -1,0 +1,110 @@
+// casecore/pool.hpp — a bounded connection pool per database.
+//
+// Concurrency: thread-safe. A connection is handed to exactly one caller at a time. At most
+// `size + overflow` connections exist; overflow connections are closed when returned. A caller that
+// finds none free waits up to `acquire_timeout`, then gets errc::pool_timeout (retryable).
+// Connections idle longer than `pre_ping_after` are pinged before use and replaced when broken;
+// connections older than `recycle_age` are closed when returned.
+#pragma once
+
+#include <casecore/detail/backend.hpp>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+
+namespace casecore {
+
+/// Pool sizing and health settings.
+struct pool_options {
+  std::size_t size = 8;                                        ///< connections kept open
+  std::size_t overflow = 4;                                    ///< extra connections under load
+  std::chrono::milliseconds acquire_timeout{10000};            ///< wait for a free connection
+  bool pre_ping = true;                                        ///< ping idle connections before use
+  std::chrono::milliseconds pre_ping_after{1000};              ///< idle time that triggers a ping
+  std::chrono::seconds recycle_age{1800};                      ///< close connections older than this
+};
+
+/// Upper bounds (microseconds) of the acquire-wait histogram buckets; the last bucket is +Inf.
+inline constexpr std::array<std::int64_t, 7> acquire_wait_buckets_us{10, 100, 1000, 10000, 100000, 1000000, 10000000};
+
+/// A point-in-time copy of the pool's figures.
+struct pool_metrics {
+  std::size_t capacity = 0;                 ///< size + overflow
+  std::size_t in_use = 0;                   ///< connections handed out now
+  std::size_t idle = 0;                     ///< open connections waiting in the pool
+  std::size_t waiting = 0;                  ///< callers waiting for a connection now
+  std::uint64_t acquired = 0;               ///< successful acquisitions
+  std::uint64_t timeouts = 0;               ///< acquisitions that gave up
+  std::uint64_t opened = 0;                 ///< connections opened
+  std::uint64_t reconnects = 0;             ///< broken connections replaced
+  std::uint64_t recycled = 0;               ///< connections closed for age or overflow
+  std::array<std::uint64_t, acquire_wait_buckets_us.size() + 1> acquire_wait{}; ///< histogram counts
+  std::uint64_t acquire_wait_sum_us = 0;    ///< total time spent waiting
+};
+
+namespace detail {
+
+/// The pool itself; hosts use it through casecore::database.
+class pool {
+public:
+  pool(std::shared_ptr<backend> backend, pool_options options);
+  ~pool();
+  pool(const pool&) = delete;
+  pool& operator=(const pool&) = delete;
+
+  /// A checked-out connection; returns itself to the pool when destroyed.
+  class lease {
+  public:
+    lease() = default;
+    lease(pool* owner, std::unique_ptr<connection> c, std::chrono::steady_clock::time_point born)
+        : owner_(owner), conn_(std::move(c)), born_(born) {}
+    lease(lease&& o) noexcept = default;
+    lease& operator=(lease&& o) noexcept;
+    ~lease();
+    connection& operator*() const { return *conn_; }
+    connection* operator->() const { return conn_.get(); }
+    explicit operator bool() const { return conn_ != nullptr; }
+
+  private:
+    pool* owner_ = nullptr;
+    std::unique_ptr<connection> conn_;
+    std::chrono::steady_clock::time_point born_;
+  };
+
+  /// Check out a connection (pool_timeout after the acquire timeout).
+  lease acquire();
+  /// Figures now.
+  pool_metrics metrics() const;
+  /// The options in force.
+  const pool_options& options() const noexcept { return options_; }
+
+private:
+  struct idle_conn {
+    std::unique_ptr<connection> conn;
+    std::chrono::steady_clock::time_point born;
+    std::chrono::steady_clock::time_point returned;
+  };
+  void give_back(std::unique_ptr<connection> c, std::chrono::steady_clock::time_point born) noexcept;
+  void record_wait(std::chrono::steady_clock::duration waited);
+
+  std::shared_ptr<backend> backend_;
+  pool_options options_;
+  mutable std::mutex mutex_;
+  std::condition_variable freed_;
+  std::deque<idle_conn> idle_;
+  std::size_t open_ = 0;      // idle + in use
+  std::size_t in_use_ = 0;
+  std::size_t waiting_ = 0;
+  std::uint64_t acquired_ = 0, timeouts_ = 0, opened_ = 0, reconnects_ = 0, recycled_ = 0;
+  std::array<std::uint64_t, acquire_wait_buckets_us.size() + 1> wait_hist_{};
+  std::uint64_t wait_sum_us_ = 0;
+};
+
+} // namespace detail
+} // namespace casecore

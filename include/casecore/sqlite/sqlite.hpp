@@ -1,0 +1,36 @@
+// casecore/sqlite/sqlite.hpp — the embedded SQLite backend (SQLiteCpp).
+//
+// Every connection gets WAL, a busy timeout, foreign_keys=ON, the chosen `synchronous` level and a
+// `casecore_now_us()` SQL function. Write transactions begin IMMEDIATE, so lock waits happen at BEGIN
+// under the busy timeout instead of failing mid-transaction. `sqlite::memory:` databases live in one
+// connection (pool size 1) because each SQLite in-memory connection is a separate database.
+// Thread safety: a connection is used by one thread at a time; the backend is thread-safe.
+#pragma once
+
+#include <casecore/database.hpp>
+#include <casecore/url.hpp>
+
+#include <chrono>
+#include <string_view>
+
+namespace casecore::sqlite {
+
+/// PRAGMA synchronous levels.
+enum class synchronous { off, normal, full, extra };
+
+/// SQLite-specific settings (URL parameters busy_timeout_ms and synchronous override them).
+struct options {
+  synchronous sync = synchronous::normal;          ///< durability vs speed; NORMAL is safe in WAL mode
+  std::chrono::milliseconds busy_timeout{5000};    ///< how long BEGIN IMMEDIATE waits for the write lock
+};
+
+/// Open a parsed sqlite: URL.
+database open(const database_url& url, database_options db_options = {}, options sqlite_options = {});
+
+/// Translate an SQLite extended result code to casecore's cause (the adapter's mapping table).
+errc map_error(int extended_code) noexcept;
+
+/// Replace `$N` placeholders by SQLite's `?N` (outside quotes and comments).
+std::string translate_placeholders(std::string_view sql);
+
+} // namespace casecore::sqlite

@@ -1,0 +1,56 @@
+// casecore/testing/fixture.hpp — throwaway databases for tests (casecore's and downstream ones).
+//
+// scratch_database gives each test its own empty database on the chosen backend:
+//   * SQLite: a new file in a new temporary folder, removed afterwards;
+//   * PostgreSQL: a new schema in the server named by CASECORE_TEST_PG_URL (the URL's search_path is
+//     set to it, so child processes opening url() see the same tables), dropped afterwards.
+// The backend comes from CASECORE_TEST_BACKEND (sqlite | postgres, default sqlite). A PostgreSQL
+// fixture without a reachable server throws backend_unavailable: tests fail, they never skip.
+#pragma once
+
+#include <casecore/database.hpp>
+
+#include <filesystem>
+#include <string>
+
+namespace casecore::testing {
+
+/// Which backend the fixtures use.
+enum class backend_kind { sqlite, postgres };
+
+/// CASECORE_TEST_BACKEND, or sqlite.
+backend_kind selected_backend();
+
+/// "sqlite" or "postgres".
+const char* name(backend_kind kind) noexcept;
+
+/// A fresh, empty database that is deleted when this object dies.
+class scratch_database {
+public:
+  /// Create one on `kind` (default: selected_backend()).
+  explicit scratch_database(backend_kind kind = selected_backend(), std::string url_params = {});
+  ~scratch_database();
+  scratch_database(const scratch_database&) = delete;
+  scratch_database& operator=(const scratch_database&) = delete;
+
+  /// The URL other handles and child processes can open.
+  const std::string& url() const noexcept { return url_; }
+  /// Open a new handle on it (its own pool).
+  database open(database_options options = {}) const;
+  /// The backend.
+  backend_kind kind() const noexcept { return kind_; }
+  /// A folder private to this fixture (for blob stores, staging areas...).
+  const std::filesystem::path& folder() const noexcept { return folder_; }
+
+private:
+  backend_kind kind_;
+  std::filesystem::path folder_;
+  std::string schema_;
+  std::string admin_url_;
+  std::string url_;
+};
+
+/// The temporary folder tests use (TMPDIR or /tmp).
+std::filesystem::path temp_root();
+
+} // namespace casecore::testing

@@ -1,0 +1,66 @@
+// casecore/testing/process.hpp — run the current test binary again as child processes.
+//
+// Race tests need separate processes, not only threads. A test registers a named child entry point
+// with CASECORE_CHILD(name) { ... } and starts copies with spawn_children(); the binary's main()
+// calls run_child_if_requested() first, which runs the entry and exits with its status when the
+// process was started as a child. Children print what they produced on stdout; the parent collects it.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace casecore::testing {
+
+/// A child entry point: receives its arguments, returns the exit status.
+using child_main = std::function<int(const std::vector<std::string>& args)>;
+
+/// Register a child entry point (use CASECORE_CHILD).
+bool register_child(const std::string& name, child_main fn);
+
+/// In main(): if argv asks for a child, run it and return true with its exit status in `status`.
+bool run_child_if_requested(int argc, char** argv, int& status);
+
+/// A finished child.
+struct child_result {
+  int exit_code = -1;   ///< exit status, or 128+signal when killed
+  std::string output;   ///< everything it wrote to stdout
+};
+
+/// A running child process.
+class child_process {
+public:
+  /// Start /proc/self/exe as child `name` with `args`.
+  child_process(const std::string& name, const std::vector<std::string>& args);
+  ~child_process();
+  child_process(child_process&& o) noexcept;
+  child_process(const child_process&) = delete;
+  child_process& operator=(const child_process&) = delete;
+  /// Its pid.
+  int pid() const noexcept { return pid_; }
+  /// Send a signal (e.g. SIGKILL).
+  void kill(int signal) const;
+  /// Wait for it and collect its output.
+  child_result wait();
+
+private:
+  int pid_ = -1;
+  int out_fd_ = -1;
+  bool reaped_ = false;
+  child_result done_;
+};
+
+/// Start `count` children of `name`, each given `args` plus its index as the last argument; wait for all.
+std::vector<child_result> run_children(const std::string& name, int count, const std::vector<std::string>& args);
+
+} // namespace casecore::testing
+
+#define CASECORE_CHILD_CAT2(a, b) a##b
+#define CASECORE_CHILD_CAT(a, b) CASECORE_CHILD_CAT2(a, b)
+/// Define a child entry point: CASECORE_CHILD(my_child) { use args; return 0; }
+#define CASECORE_CHILD(name)                                                                                   \
+  static int CASECORE_CHILD_CAT(casecore_child_fn_, name)(const std::vector<std::string>& args);              \
+  static const bool CASECORE_CHILD_CAT(casecore_child_reg_, name) =                                            \
+      ::casecore::testing::register_child(#name, &CASECORE_CHILD_CAT(casecore_child_fn_, name));              \
+  static int CASECORE_CHILD_CAT(casecore_child_fn_, name)([[maybe_unused]] const std::vector<std::string>& args)

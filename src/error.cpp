@@ -1,0 +1,70 @@
+#include <casecore/error.hpp>
+
+namespace casecore {
+
+std::string_view to_string(errc code) noexcept {
+  switch (code) {
+    case errc::invalid_argument: return "invalid_argument";
+    case errc::bad_url: return "bad_url";
+    case errc::not_found: return "not_found";
+    case errc::already_exists: return "already_exists";
+    case errc::constraint_violation: return "constraint_violation";
+    case errc::version_conflict: return "version_conflict";
+    case errc::invalid_transition: return "invalid_transition";
+    case errc::lease_lost: return "lease_lost";
+    case errc::busy: return "busy";
+    case errc::serialization_failure: return "serialization_failure";
+    case errc::deadlock: return "deadlock";
+    case errc::connection_lost: return "connection_lost";
+    case errc::outcome_unknown: return "outcome_unknown";
+    case errc::pool_timeout: return "pool_timeout";
+    case errc::backend_unavailable: return "backend_unavailable";
+    case errc::timeout: return "timeout";
+    case errc::unsupported: return "unsupported";
+    case errc::backend_error: return "backend_error";
+    case errc::internal: return "internal";
+  }
+  return "unknown";
+}
+
+bool is_retryable(errc code) noexcept {
+  switch (code) {
+    case errc::busy:
+    case errc::serialization_failure:
+    case errc::deadlock:
+    case errc::connection_lost:
+    case errc::pool_timeout:
+      return true;
+    default:
+      return false;
+  }
+}
+
+error::error(errc code, std::string message)
+    : std::runtime_error(std::string(to_string(code)) + ": " + message), code_(code) {}
+
+bool error::conflict() const noexcept {
+  return code_ == errc::version_conflict || code_ == errc::invalid_transition || code_ == errc::lease_lost;
+}
+
+version_conflict::version_conflict(std::string message, std::int64_t expected, std::int64_t current,
+                                   std::string updated_by, std::int64_t updated_at_us)
+    : error(errc::version_conflict, std::move(message)), expected_(expected), current_(current),
+      updated_by_(std::move(updated_by)), updated_at_us_(updated_at_us) {}
+
+void raise(errc code, std::string message) {
+  switch (code) {
+    case errc::invalid_argument: throw invalid_argument(std::move(message));
+    case errc::bad_url: throw bad_url(std::move(message));
+    case errc::not_found: throw not_found(std::move(message));
+    case errc::already_exists: throw already_exists(std::move(message));
+    case errc::version_conflict: throw version_conflict(std::move(message), 0, 0, "", 0);
+    case errc::invalid_transition: throw invalid_transition(std::move(message));
+    case errc::lease_lost: throw lease_lost(std::move(message));
+    case errc::backend_unavailable: throw backend_unavailable(std::move(message));
+    case errc::outcome_unknown: throw outcome_unknown(std::move(message));
+    default: throw error(code, std::move(message));
+  }
+}
+
+} // namespace casecore

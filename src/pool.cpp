@@ -1,0 +1,138 @@
+#include <casecore/error.hpp>
+#include <casecore/pool.hpp>
+
+namespace casecore::detail {
+
+using clock = std::chrono::steady_clock;
+
+pool::pool(std::shared_ptr<backend> b, pool_options options) : backend_(std::move(b)), options_(options) {
+  if (options_.size == 0) raise(errc::invalid_argument, "pool size must be at least 1");
+}
+
+pool::~pool() = default;
+
+pool::lease& pool::lease::operator=(lease&& o) noexcept {
+  if (this != &o) {
+    if (owner_ && conn_) owner_->give_back(std::move(conn_), born_);
+    owner_ = o.owner_;
+    conn_ = std::move(o.conn_);
+    born_ = o.born_;
+    o.owner_ = nullptr;
+  }
+  return *this;
+}
+
+pool::lease::~lease() {
+  if (owner_ && conn_) owner_->give_back(std::move(conn_), born_);
+}
+
+void pool::record_wait(clock::duration waited) {
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(waited).count();
+  std::size_t bucket = 0;
+  while (bucket < acquire_wait_buckets_us.size() && us > acquire_wait_buckets_us[bucket]) ++bucket;
+  ++wait_hist_[bucket];
+  wait_sum_us_ += static_cast<std::uint64_t>(us);
+}
+
+pool::lease pool::acquire() {
+  const auto start = clock::now();
+  const auto deadline = start + options_.acquire_timeout;
+  const std::size_t capacity = options_.size + options_.overflow;
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    if (!idle_.empty()) {
+      // LIFO: the most recently used connection is the warmest and least likely to be stale.
+      idle_conn ic = std::move(idle_.back());
+      idle_.pop_back();
+      ++in_use_;
+      record_wait(clock::now() - start);
+      ++acquired_;
+      lock.unlock();
+      const auto now = clock::now();
+      bool usable = !ic.conn->broken();
+      if (usable && options_.pre_ping && now - ic.returned > options_.pre_ping_after) usable = ic.conn->ping();
+      if (usable) return lease(this, std::move(ic.conn), ic.born);
+      // Replace the dead connection without giving up our slot.
+      ic.conn.reset();
+      try {
+        auto fresh = backend_->connect();
+        std::lock_guard g(mutex_);
+        ++reconnects_;
+        ++opened_;
+        return lease(this, std::move(fresh), clock::now());
+      } catch (...) {
+        std::lock_guard g(mutex_);
+        --in_use_;
+        --open_;
+        freed_.notify_one();
+        throw;
+      }
+    }
+    if (open_ < capacity) {
+      ++open_;
+      ++in_use_;
+      record_wait(clock::now() - start);
+      ++acquired_;
+      lock.unlock();
+      try {
+        auto fresh = backend_->connect();
+        std::lock_guard g(mutex_);
+        ++opened_;
+        return lease(this, std::move(fresh), clock::now());
+      } catch (...) {
+        std::lock_guard g(mutex_);
+        --in_use_;
+        --open_;
+        freed_.notify_one();
+        throw;
+      }
+    }
+    ++waiting_;
+    const bool woke = freed_.wait_until(lock, deadline, [&] { return !idle_.empty() || open_ < capacity; });
+    --waiting_;
+    if (!woke) {
+      ++timeouts_;
+      raise(errc::pool_timeout, "no database connection became free within " +
+                                    std::to_string(options_.acquire_timeout.count()) + " ms (" +
+                                    std::to_string(capacity) + " in use)");
+    }
+  }
+}
+
+void pool::give_back(std::unique_ptr<connection> c, clock::time_point born) noexcept {
+  const auto now = clock::now();
+  std::unique_lock lock(mutex_);
+  --in_use_;
+  const bool too_old = now - born > options_.recycle_age;
+  const bool overflowing = open_ > options_.size;
+  if (c->broken() || too_old || overflowing) {
+    --open_;
+    if (!c->broken()) ++recycled_;
+    lock.unlock();
+    c.reset(); // close outside the lock
+    freed_.notify_one();
+    return;
+  }
+  idle_.push_back({std::move(c), born, now});
+  lock.unlock();
+  freed_.notify_one();
+}
+
+pool_metrics pool::metrics() const {
+  std::lock_guard lock(mutex_);
+  pool_metrics m;
+  m.capacity = options_.size + options_.overflow;
+  m.in_use = in_use_;
+  m.idle = idle_.size();
+  m.waiting = waiting_;
+  m.acquired = acquired_;
+  m.timeouts = timeouts_;
+  m.opened = opened_;
+  m.reconnects = reconnects_;
+  m.recycled = recycled_;
+  m.acquire_wait = wait_hist_;
+  m.acquire_wait_sum_us = wait_sum_us_;
+  return m;
+}
+
+} // namespace casecore::detail

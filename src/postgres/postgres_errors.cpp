@@ -1,0 +1,43 @@
+// The PostgreSQL adapter's one mapping table: SQLSTATE -> casecore::errc.
+#include <casecore/postgres/postgres.hpp>
+
+#include <array>
+#include <utility>
+
+namespace casecore::postgres {
+
+errc map_sqlstate(std::string_view s) noexcept {
+  static constexpr std::array<std::pair<std::string_view, errc>, 18> exact{{
+      {"40001", errc::serialization_failure},
+      {"40P01", errc::deadlock},
+      {"40003", errc::outcome_unknown},      // statement_completion_unknown
+      {"55P03", errc::busy},                 // lock_not_available (NOWAIT / lock_timeout)
+      {"55006", errc::busy},                 // object_in_use
+      {"23505", errc::already_exists},       // unique_violation
+      {"23P01", errc::already_exists},       // exclusion_violation
+      {"23503", errc::constraint_violation}, // foreign_key_violation
+      {"23502", errc::constraint_violation}, // not_null_violation
+      {"23514", errc::constraint_violation}, // check_violation
+      {"57014", errc::timeout},              // query_canceled (statement_timeout)
+      {"57P01", errc::connection_lost},      // admin_shutdown
+      {"57P02", errc::connection_lost},      // crash_shutdown
+      {"57P03", errc::connection_lost},      // cannot_connect_now (starting up)
+      {"53300", errc::busy},                 // too_many_connections
+      {"25P02", errc::backend_error},        // in_failed_sql_transaction
+      {"3D000", errc::backend_unavailable},  // invalid_catalog_name (no such database)
+      {"28P01", errc::backend_unavailable},  // invalid_password
+  }};
+  for (const auto& [code, cause] : exact)
+    if (code == s) return cause;
+  if (s.size() == 5) {
+    const auto cls = s.substr(0, 2);
+    if (cls == "08") return errc::connection_lost;   // connection exceptions
+    if (cls == "22") return errc::invalid_argument;  // data exceptions (bad input value)
+    if (cls == "23") return errc::constraint_violation;
+    if (cls == "40") return errc::serialization_failure;
+    if (cls == "53") return errc::busy;              // insufficient resources
+  }
+  return errc::backend_error;
+}
+
+} // namespace casecore::postgres

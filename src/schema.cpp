@@ -1,0 +1,30 @@
+// The list of every migration casecore's own features need. Each feature keeps its migrations
+// beside its code (a function named <feature>_migrations in detail) and is listed here once.
+#include <casecore/migration.hpp>
+
+namespace casecore {
+
+namespace detail {
+std::vector<migration> core_migrations();      // outbox.cpp
+std::vector<migration> counter_migrations();   // counter.cpp
+std::vector<migration> repository_migrations();// repository.cpp (ordered lists, links)
+std::vector<migration> file_migrations();      // file_registry.cpp
+std::vector<migration> lease_migrations();     // lease.cpp
+std::vector<migration> job_migrations();       // jobs.cpp
+std::vector<migration> kit_migrations();       // single_flight.cpp (cross-process claims)
+} // namespace detail
+
+std::vector<migration> casecore_migrations() {
+  std::vector<migration> all;
+  auto add = [&](std::vector<migration> part) { all.insert(all.end(), part.begin(), part.end()); };
+  add(detail::core_migrations());
+  add(detail::counter_migrations());
+  add(detail::repository_migrations());
+  add(detail::file_migrations());
+  add(detail::lease_migrations());
+  add(detail::job_migrations());
+  add(detail::kit_migrations());
+  return all;
+}
+
+} // namespace casecore

@@ -1,0 +1,6 @@
+// Placeholder: the feature's owner replaces this file.
+#include <casecore/migration.hpp>
+
+namespace casecore::detail {
+std::vector<migration> kit_migrations() { return {}; }
+} // namespace casecore::detail

@@ -1,0 +1,257 @@
+#include <casecore/sqlite/sqlite.hpp>
+
+#include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Exception.h>
+#include <SQLiteCpp/Statement.h>
+#include <sqlite3.h>
+
+#include <charconv>
+#include <chrono>
+#include <unordered_map>
+
+namespace casecore::sqlite {
+
+namespace {
+
+struct string_hash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+
+[[noreturn]] void translate(const std::exception& e) {
+  if (auto* se = dynamic_cast<const SQLite::Exception*>(&e)) {
+    const int code = se->getExtendedErrorCode() >= 0 ? se->getExtendedErrorCode() : SQLITE_ERROR;
+    raise(map_error(code), std::string("sqlite: ") + se->what());
+  }
+  raise(errc::backend_error, std::string("sqlite: ") + e.what());
+}
+
+bool poisons_connection(errc code, int raw) {
+  const int primary = raw & 0xff;
+  return code == errc::backend_unavailable || primary == SQLITE_IOERR || primary == SQLITE_CORRUPT || primary == SQLITE_NOMEM;
+}
+
+void now_us_function(sqlite3_context* ctx, int, sqlite3_value**) {
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  sqlite3_result_int64(ctx, std::chrono::duration_cast<std::chrono::microseconds>(now).count());
+}
+
+const char* pragma_value(synchronous s) {
+  switch (s) {
+    case synchronous::off: return "OFF";
+    case synchronous::normal: return "NORMAL";
+    case synchronous::full: return "FULL";
+    case synchronous::extra: return "EXTRA";
+  }
+  return "NORMAL";
+}
+
+class sqlite_connection final : public detail::connection {
+public:
+  sqlite_connection(const std::string& path, const options& o)
+      : db_(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE | SQLite::OPEN_NOMUTEX | SQLite::OPEN_URI,
+            static_cast<int>(o.busy_timeout.count())) {
+    db_.exec("PRAGMA journal_mode=WAL");
+    db_.exec(std::string("PRAGMA synchronous=") + pragma_value(o.sync));
+    db_.exec("PRAGMA foreign_keys=ON");
+    sqlite3_create_function_v2(db_.getHandle(), "casecore_now_us", 0, SQLITE_UTF8, nullptr, now_us_function,
+                               nullptr, nullptr, nullptr);
+  }
+
+  result exec(std::string_view sql, std::span<const value> params) override {
+    try {
+      auto& stmt = prepared(sql);
+      bind(stmt, params);
+      const auto before = sqlite3_total_changes(db_.getHandle());
+      std::vector<value> cells;
+      std::size_t cols = 0;
+      while (stmt.executeStep()) {
+        cols = static_cast<std::size_t>(stmt.getColumnCount());
+        for (int c = 0; c < static_cast<int>(cols); ++c) cells.push_back(read_column(stmt.getColumn(c)));
+      }
+      const auto affected = sqlite3_total_changes(db_.getHandle()) - before;
+      stmt.reset();
+      return result(cols, std::move(cells), affected);
+    } catch (const casecore::error&) {
+      throw;
+    } catch (const SQLite::Exception& e) {
+      reset_quietly(sql);
+      fail(e);
+    } catch (const std::exception& e) {
+      reset_quietly(sql);
+      translate(e);
+    }
+  }
+
+  void exec_script(std::string_view sql) override {
+    try {
+      db_.exec(std::string(sql));
+    } catch (const SQLite::Exception& e) {
+      fail(e);
+    }
+  }
+
+  void begin(detail::tx_mode mode, isolation) override {
+    if (mode == detail::tx_mode::write) {
+      exec_script("BEGIN IMMEDIATE");
+      return;
+    }
+    // Read transactions refuse writes, as PostgreSQL's READ ONLY does.
+    exec_script("PRAGMA query_only=ON");
+    read_only_ = true;
+    exec_script("BEGIN DEFERRED");
+  }
+
+  void commit() override {
+    // SQLITE_BUSY at COMMIT leaves the transaction open and uncommitted: a known outcome, so the
+    // run loop rolls back and may retry.
+    exec_script("COMMIT");
+    end_read_only();
+  }
+
+  void rollback() noexcept override {
+    if (!sqlite3_get_autocommit(db_.getHandle())) { // else SQLite already rolled back (or never began)
+      try {
+        db_.exec("ROLLBACK");
+      } catch (...) {
+        broken_ = true;
+      }
+    }
+    try {
+      end_read_only();
+    } catch (...) {
+      broken_ = true;
+    }
+  }
+
+  bool ping() noexcept override {
+    try {
+      db_.exec("SELECT 1");
+      return true;
+    } catch (...) {
+      broken_ = true;
+      return false;
+    }
+  }
+
+  bool broken() const noexcept override { return broken_; }
+
+private:
+  void end_read_only() {
+    if (!read_only_) return;
+    exec_script("PRAGMA query_only=OFF");
+    read_only_ = false;
+  }
+
+  SQLite::Statement& prepared(std::string_view sql) {
+    if (auto it = cache_.find(sql); it != cache_.end()) return *it->second;
+    auto stmt = std::make_unique<SQLite::Statement>(db_, translate_placeholders(sql));
+    auto& ref = *stmt;
+    cache_.emplace(std::string(sql), std::move(stmt));
+    return ref;
+  }
+
+  static void bind(SQLite::Statement& stmt, std::span<const value> params) {
+    stmt.clearBindings();
+    int i = 1;
+    for (const auto& p : params) {
+      std::visit(
+          [&](const auto& v) {
+            using T = std::decay_t<decltype(v)>;
+            if constexpr (std::is_same_v<T, null_t>) stmt.bind(i);
+            else if constexpr (std::is_same_v<T, std::int64_t>) stmt.bind(i, static_cast<int64_t>(v));
+            else if constexpr (std::is_same_v<T, double>) stmt.bind(i, v);
+            else if constexpr (std::is_same_v<T, std::string>) stmt.bindNoCopy(i, v);
+            else stmt.bindNoCopy(i, static_cast<const void*>(v.bytes.data()), static_cast<int>(v.bytes.size()));
+          },
+          p);
+      ++i;
+    }
+  }
+
+  static value read_column(const SQLite::Column& col) {
+    switch (col.getType()) {
+      case SQLITE_INTEGER: return std::int64_t{col.getInt64()};
+      case SQLITE_FLOAT: return col.getDouble();
+      case SQLITE_TEXT: return std::string(col.getText(), static_cast<std::size_t>(col.getBytes()));
+      case SQLITE_BLOB: {
+        blob b;
+        const auto* p = static_cast<const std::byte*>(col.getBlob());
+        b.bytes.assign(p, p + col.getBytes());
+        return b;
+      }
+      default: return null;
+    }
+  }
+
+  void reset_quietly(std::string_view sql) noexcept {
+    if (auto it = cache_.find(sql); it != cache_.end()) {
+      try {
+        it->second->reset();
+      } catch (...) {
+      }
+    }
+  }
+
+  [[noreturn]] void fail(const SQLite::Exception& e) {
+    const int raw = e.getExtendedErrorCode() >= 0 ? e.getExtendedErrorCode() : SQLITE_ERROR;
+    const errc code = map_error(raw);
+    if (poisons_connection(code, raw)) broken_ = true;
+    raise(code, std::string("sqlite: ") + e.what());
+  }
+
+  SQLite::Database db_;
+  std::unordered_map<std::string, std::unique_ptr<SQLite::Statement>, string_hash, std::equal_to<>> cache_;
+  bool broken_ = false;
+  bool read_only_ = false;
+};
+
+class sqlite_backend final : public detail::backend {
+public:
+  sqlite_backend(std::string path, options o, std::string masked)
+      : path_(std::move(path)), options_(o), masked_(std::move(masked)) {}
+  std::unique_ptr<detail::connection> connect() override {
+    try {
+      return std::make_unique<sqlite_connection>(path_, options_);
+    } catch (const SQLite::Exception& e) {
+      const int raw = e.getExtendedErrorCode() >= 0 ? e.getExtendedErrorCode() : SQLITE_CANTOPEN;
+      const errc code = map_error(raw);
+      raise(code == errc::busy ? errc::busy : errc::backend_unavailable,
+            "cannot open SQLite database '" + path_ + "': " + e.what());
+    }
+  }
+  casecore::dialect dialect() const noexcept override { return casecore::dialect::sqlite; }
+  std::string describe() const override { return masked_; }
+
+private:
+  std::string path_;
+  options options_;
+  std::string masked_;
+};
+
+
+} // namespace
+
+database open(const database_url& url, database_options db_options, options sqlite_options) {
+  if (url.scheme != "sqlite") raise(errc::bad_url, "not an sqlite URL: " + url.masked);
+  sqlite_options.busy_timeout = std::chrono::milliseconds(url_param(url, "busy_timeout_ms", sqlite_options.busy_timeout.count()));
+  if (auto it = url.casecore.find("synchronous"); it != url.casecore.end()) {
+    const auto& s = it->second;
+    if (s == "off" || s == "OFF") sqlite_options.sync = synchronous::off;
+    else if (s == "normal" || s == "NORMAL") sqlite_options.sync = synchronous::normal;
+    else if (s == "full" || s == "FULL") sqlite_options.sync = synchronous::full;
+    else if (s == "extra" || s == "EXTRA") sqlite_options.sync = synchronous::extra;
+    else raise(errc::bad_url, "synchronous must be off, normal, full or extra, got '" + s + "'");
+  }
+  apply_pool_params(url, db_options.pool);
+  if (url.target == ":memory:") { // one connection is the whole database
+    db_options.pool.size = 1;
+    db_options.pool.overflow = 0;
+    db_options.pool.recycle_age = std::chrono::hours(24 * 365 * 100);
+  }
+  database db(std::make_shared<sqlite_backend>(url.target, sqlite_options, url.masked), std::move(db_options));
+  db.read([](transaction&) {}); // open the first connection now: a bad path fails here
+  return db;
+}
+
+} // namespace casecore::sqlite

@@ -1,0 +1,59 @@
+// The adapters' mapping tables, entry by entry.
+#include <casecore/postgres/postgres.hpp>
+#include <casecore/sqlite/sqlite.hpp>
+#include <doctest/doctest.h>
+#include <sqlite3.h>
+
+using namespace casecore;
+
+TEST_CASE("SQLite result codes map to casecore causes") {
+  CHECK(sqlite::map_error(SQLITE_BUSY) == errc::busy);
+  CHECK(sqlite::map_error(SQLITE_BUSY_SNAPSHOT) == errc::busy);
+  CHECK(sqlite::map_error(SQLITE_LOCKED) == errc::busy);
+  CHECK(sqlite::map_error(SQLITE_CONSTRAINT_UNIQUE) == errc::already_exists);
+  CHECK(sqlite::map_error(SQLITE_CONSTRAINT_PRIMARYKEY) == errc::already_exists);
+  CHECK(sqlite::map_error(SQLITE_CONSTRAINT_FOREIGNKEY) == errc::constraint_violation);
+  CHECK(sqlite::map_error(SQLITE_CONSTRAINT_CHECK) == errc::constraint_violation);
+  CHECK(sqlite::map_error(SQLITE_CONSTRAINT_NOTNULL) == errc::constraint_violation);
+  CHECK(sqlite::map_error(SQLITE_CANTOPEN) == errc::backend_unavailable);
+  CHECK(sqlite::map_error(SQLITE_NOTADB) == errc::backend_unavailable);
+  CHECK(sqlite::map_error(SQLITE_INTERRUPT) == errc::timeout);
+  CHECK(sqlite::map_error(SQLITE_TOOBIG) == errc::invalid_argument);
+  CHECK(sqlite::map_error(SQLITE_IOERR) == errc::backend_error);
+  CHECK(sqlite::map_error(SQLITE_ERROR) == errc::backend_error);
+}
+
+TEST_CASE("PostgreSQL SQLSTATEs map to casecore causes") {
+  CHECK(postgres::map_sqlstate("40001") == errc::serialization_failure);
+  CHECK(postgres::map_sqlstate("40P01") == errc::deadlock);
+  CHECK(postgres::map_sqlstate("40003") == errc::outcome_unknown);
+  CHECK(postgres::map_sqlstate("55P03") == errc::busy);
+  CHECK(postgres::map_sqlstate("23505") == errc::already_exists);
+  CHECK(postgres::map_sqlstate("23503") == errc::constraint_violation);
+  CHECK(postgres::map_sqlstate("23514") == errc::constraint_violation);
+  CHECK(postgres::map_sqlstate("57014") == errc::timeout);
+  CHECK(postgres::map_sqlstate("08006") == errc::connection_lost);
+  CHECK(postgres::map_sqlstate("57P01") == errc::connection_lost);
+  CHECK(postgres::map_sqlstate("22P02") == errc::invalid_argument);
+  CHECK(postgres::map_sqlstate("53300") == errc::busy);
+  CHECK(postgres::map_sqlstate("42601") == errc::backend_error);
+  CHECK(postgres::map_sqlstate("") == errc::backend_error);
+}
+
+TEST_CASE("error classification: retryable and conflict") {
+  for (auto c : {errc::busy, errc::serialization_failure, errc::deadlock, errc::connection_lost, errc::pool_timeout})
+    CHECK(error(c, "x").retryable());
+  for (auto c : {errc::outcome_unknown, errc::invalid_argument, errc::version_conflict, errc::already_exists})
+    CHECK_FALSE(error(c, "x").retryable());
+  CHECK(error(errc::version_conflict, "x").conflict());
+  CHECK(error(errc::lease_lost, "x").conflict());
+  CHECK(error(errc::invalid_transition, "x").conflict());
+  CHECK_FALSE(error(errc::busy, "x").conflict());
+  CHECK_THROWS_AS(raise(errc::outcome_unknown, "x"), outcome_unknown);
+  CHECK_THROWS_AS(raise(errc::not_found, "x"), not_found);
+  CHECK(std::string(error(errc::busy, "db locked").what()) == "busy: db locked");
+}
+
+TEST_CASE("placeholders are translated outside quotes only") {
+  CHECK(sqlite::translate_placeholders("SELECT $1, '$2', \"$3\", $10 -- $4\n") == "SELECT ?1, '$2', \"$3\", ?10 -- $4\n");
+}

@@ -1,0 +1,142 @@
+// The pool's own logic, driven by an in-process connection factory so exclusivity, limits, timeouts
+// and reconnects can be observed exactly. The backends' real behaviour is covered by
+// transaction_test on SQLite and PostgreSQL.
+#include <casecore/pool.hpp>
+#include <casecore/testing/race.hpp>
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <thread>
+
+using namespace casecore;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct probe_connection final : detail::connection {
+  explicit probe_connection(std::atomic<int>& live) : live_(live) { ++live_; }
+  ~probe_connection() override { --live_; }
+  result exec(std::string_view, std::span<const value>) override { return {}; }
+  void exec_script(std::string_view) override {}
+  void begin(detail::tx_mode, isolation) override {}
+  void commit() override {}
+  void rollback() noexcept override {}
+  bool ping() noexcept override { return !dead; }
+  bool broken() const noexcept override { return false; }
+  std::atomic<int> users{0};
+  bool dead = false;
+  std::atomic<int>& live_;
+};
+
+struct probe_backend final : detail::backend {
+  std::unique_ptr<detail::connection> connect() override {
+    if (refuse) raise(errc::backend_unavailable, "refused");
+    ++connects;
+    return std::make_unique<probe_connection>(live);
+  }
+  casecore::dialect dialect() const noexcept override { return casecore::dialect::sqlite; }
+  std::string describe() const override { return "probe"; }
+  std::atomic<int> connects{0};
+  std::atomic<int> live{0};
+  std::atomic<bool> refuse{false};
+};
+
+} // namespace
+
+TEST_CASE("the pool never hands one connection to two threads and respects its capacity") {
+  auto backend = std::make_shared<probe_backend>();
+  pool_options o;
+  o.size = 3;
+  o.overflow = 2;
+  detail::pool p(backend, o);
+  std::atomic<int> max_in_use{0}, double_use{0};
+  testing::race(16, [&](std::size_t) {
+    for (int i = 0; i < 200; ++i) {
+      auto lease = p.acquire();
+      auto& c = static_cast<probe_connection&>(*lease);
+      if (c.users.fetch_add(1) != 0) ++double_use;
+      const int now = static_cast<int>(p.metrics().in_use);
+      int seen = max_in_use.load();
+      while (now > seen && !max_in_use.compare_exchange_weak(seen, now)) {
+      }
+      std::this_thread::yield();
+      c.users.fetch_sub(1);
+    }
+  });
+  CHECK(double_use == 0);
+  CHECK(max_in_use <= 5);
+  const auto m = p.metrics();
+  CHECK(m.acquired == 16 * 200);
+  CHECK(m.in_use == 0);
+  CHECK(m.idle <= 3); // overflow connections are closed when returned
+  CHECK(backend->live == static_cast<int>(m.idle));
+  std::uint64_t hist = 0;
+  for (auto n : m.acquire_wait) hist += n;
+  CHECK(hist == m.acquired);
+}
+
+TEST_CASE("a caller that finds no free connection gets a retryable pool_timeout") {
+  auto backend = std::make_shared<probe_backend>();
+  pool_options o;
+  o.size = 1;
+  o.overflow = 0;
+  o.acquire_timeout = 30ms;
+  detail::pool p(backend, o);
+  auto held = p.acquire();
+  try {
+    (void)p.acquire();
+    FAIL("acquired a second connection from a pool of one");
+  } catch (const error& e) {
+    CHECK(e.code() == errc::pool_timeout);
+    CHECK(e.retryable());
+  }
+  CHECK(p.metrics().timeouts == 1);
+  CHECK(p.metrics().waiting == 0);
+}
+
+TEST_CASE("a waiting caller gets the connection as soon as it is returned") {
+  auto backend = std::make_shared<probe_backend>();
+  pool_options o;
+  o.size = 1;
+  o.overflow = 0;
+  detail::pool p(backend, o);
+  auto held = std::make_unique<detail::pool::lease>(p.acquire());
+  std::thread t([&] { auto l = p.acquire(); });
+  while (p.metrics().waiting == 0) std::this_thread::yield();
+  held.reset();
+  t.join();
+  CHECK(p.metrics().acquired == 2);
+  CHECK(backend->connects == 1);
+}
+
+TEST_CASE("a dead idle connection is pinged, replaced and counted as a reconnect") {
+  auto backend = std::make_shared<probe_backend>();
+  pool_options o;
+  o.size = 1;
+  o.overflow = 0;
+  o.pre_ping_after = 0ms;
+  detail::pool p(backend, o);
+  {
+    auto l = p.acquire();
+    static_cast<probe_connection&>(*l).dead = true;
+  }
+  std::this_thread::sleep_for(1ms);
+  auto l = p.acquire();
+  CHECK_FALSE(static_cast<probe_connection&>(*l).dead);
+  CHECK(p.metrics().reconnects == 1);
+  CHECK(backend->connects == 2);
+}
+
+TEST_CASE("a failed connect gives the slot back") {
+  auto backend = std::make_shared<probe_backend>();
+  pool_options o;
+  o.size = 1;
+  o.overflow = 0;
+  o.acquire_timeout = 20ms;
+  detail::pool p(backend, o);
+  backend->refuse = true;
+  CHECK_THROWS_AS(p.acquire(), backend_unavailable);
+  backend->refuse = false;
+  auto l = p.acquire(); // would time out if the failed attempt had leaked its slot
+  CHECK(p.metrics().in_use == 1);
+}
