@@ -23,11 +23,9 @@ PACKAGES=(
     libmsgsl-dev
     doctest-dev
     libcli11-dev
-    libfmt-dev
     libssl-dev
     postgresql-15
     postgresql-client-15
-    libbenchmark-dev
 )
 
 die() {

@@ -92,33 +92,26 @@ public:
   }
 
   void begin(detail::tx_mode mode, isolation) override {
-    if (mode == detail::tx_mode::write) {
-      exec_script("BEGIN IMMEDIATE");
-      return;
+    // Read transactions refuse writes, as PostgreSQL's READ ONLY does. query_only is sticky and only
+    // flipped when the mode changes, so a run of reads (or writes) pays nothing for it.
+    const bool want_read_only = mode == detail::tx_mode::read;
+    if (want_read_only != read_only_) {
+      control(want_read_only ? "PRAGMA query_only=ON" : "PRAGMA query_only=OFF");
+      read_only_ = want_read_only;
     }
-    // Read transactions refuse writes, as PostgreSQL's READ ONLY does.
-    exec_script("PRAGMA query_only=ON");
-    read_only_ = true;
-    exec_script("BEGIN DEFERRED");
+    control(want_read_only ? "BEGIN DEFERRED" : "BEGIN IMMEDIATE");
   }
 
   void commit() override {
     // SQLITE_BUSY at COMMIT leaves the transaction open and uncommitted: a known outcome, so the
     // run loop rolls back and may retry.
-    exec_script("COMMIT");
-    end_read_only();
+    control("COMMIT");
   }
 
   void rollback() noexcept override {
-    if (!sqlite3_get_autocommit(db_.getHandle())) { // else SQLite already rolled back (or never began)
-      try {
-        db_.exec("ROLLBACK");
-      } catch (...) {
-        broken_ = true;
-      }
-    }
+    if (sqlite3_get_autocommit(db_.getHandle())) return; // SQLite already rolled back (or never began)
     try {
-      end_read_only();
+      control("ROLLBACK");
     } catch (...) {
       broken_ = true;
     }
@@ -137,10 +130,16 @@ public:
   bool broken() const noexcept override { return broken_; }
 
 private:
-  void end_read_only() {
-    if (!read_only_) return;
-    exec_script("PRAGMA query_only=OFF");
-    read_only_ = false;
+  // Transaction-control statements run through the statement cache: no re-parse per transaction.
+  void control(const char* sql) {
+    try {
+      auto& stmt = prepared(sql);
+      stmt.exec();
+      stmt.reset();
+    } catch (const SQLite::Exception& e) {
+      reset_quietly(sql);
+      fail(e);
+    }
   }
 
   SQLite::Statement& prepared(std::string_view sql) {
