@@ -30,14 +30,15 @@ std::int64_t tally(database& db) {
 
 // Read-modify-write: only safe because the unit of work is serialised (SQLite's single writer,
 // PostgreSQL SERIALIZABLE + retry of 40001).
-void increment_rmw(database& db) {
+void increment_rmw(database& db, std::chrono::microseconds hold = std::chrono::microseconds(0)) {
   write_options o;
   o.level = isolation::serializable;
   o.retry = retry_policy{};
   o.retry->max_attempts = 1000;
   o.retry->budget = std::chrono::seconds(120);
-  db.write([](transaction& tx) {
+  db.write([&](transaction& tx) {
         const auto n = tx.query_one<std::int64_t>("SELECT n FROM tally WHERE id = 1");
+        if (hold.count() > 0) std::this_thread::sleep_for(hold); // widen the race window
         tx.exec("UPDATE tally SET n = $1 WHERE id = 1", n + 1);
       },
       o);
@@ -193,16 +194,17 @@ TEST_CASE("constraint errors are typed") {
 }
 
 TEST_CASE("many threads writing one database never see a busy error escape, and retries are counted") {
-  // A 1 ms busy timeout on SQLite makes lock waits surface as SQLITE_BUSY quickly, so the retry path
-  // is really exercised; on PostgreSQL SERIALIZABLE read-modify-write produces 40001 failures.
+  // A 1 ms busy timeout on SQLite and a 2 ms hold inside each transaction make lock waits surface
+  // as SQLITE_BUSY, so the retry path is really exercised; on PostgreSQL SERIALIZABLE
+  // read-modify-write with the same hold produces 40001 failures.
   scratch_database s(casecore::testing::selected_backend(), "busy_timeout_ms=1");
   database_options o;
   o.pool.size = 8;
   auto db = s.open(o);
   make_tally(db);
-  constexpr int threads = 8, each = 40;
+  constexpr int threads = 8, each = 25;
   casecore::testing::race(threads, [&](std::size_t) {
-    for (int i = 0; i < each; ++i) increment_rmw(db);
+    for (int i = 0; i < each; ++i) increment_rmw(db, std::chrono::milliseconds(2));
   });
   CHECK(tally(db) == threads * each);
   const auto m = db.tx_stats();
