@@ -7,14 +7,21 @@
 
 namespace casecore {
 
-database open(std::string_view url, database_options options) {
+std::shared_ptr<detail::backend> make_backend(std::string_view url, database_options& options) {
   const auto parsed = parse_url(url);
-  if (parsed.scheme == "sqlite") return sqlite::open(parsed, std::move(options));
+  if (parsed.scheme == "sqlite") return sqlite::make_backend(parsed, options);
 #ifdef CASECORE_WITH_POSTGRES
-  return postgres::open(parsed, std::move(options));
+  return postgres::make_backend(parsed, options);
 #else
   raise(errc::unsupported, "casecore was built without PostgreSQL support (CASECORE_WITH_POSTGRES=OFF)");
 #endif
+}
+
+database open(std::string_view url, database_options options) {
+  auto backend = make_backend(url, options);
+  database db(std::move(backend), std::move(options));
+  db.read([](transaction&) {}); // open the first connection now: a bad URL or server fails here, typed
+  return db;
 }
 
 } // namespace casecore

@@ -15,4 +15,8 @@ namespace casecore {
 /// Open the database a URL names (part of casecore::casecore).
 database open(std::string_view url, database_options options = {});
 
+/// The connection factory for a URL, for hosts that wrap it (fault injection, tracing); URL
+/// parameters are applied to `options`. Wrap it, then construct casecore::database from it.
+std::shared_ptr<detail::backend> make_backend(std::string_view url, database_options& options);
+
 } // namespace casecore

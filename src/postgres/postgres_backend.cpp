@@ -246,7 +246,7 @@ private:
 
 } // namespace
 
-database open(const database_url& url, database_options db_options) {
+std::shared_ptr<detail::backend> make_backend(const database_url& url, database_options& db_options) {
   if (url.scheme != "postgresql") raise(errc::bad_url, "not a postgresql URL: " + url.masked);
   apply_pool_params(url, db_options.pool);
   std::optional<std::int64_t> stmt_timeout;
@@ -255,7 +255,12 @@ database open(const database_url& url, database_options db_options) {
   if (conninfo.find("connect_timeout=") == std::string::npos)
     conninfo += (conninfo.find('?') == std::string::npos ? "?" : "&") + std::string("connect_timeout=5");
   if (conninfo.find("application_name=") == std::string::npos) conninfo += "&application_name=casecore";
-  database db(std::make_shared<pg_backend>(conninfo, url.masked, stmt_timeout), std::move(db_options));
+  return std::make_shared<pg_backend>(conninfo, url.masked, stmt_timeout);
+}
+
+database open(const database_url& url, database_options db_options) {
+  auto backend = make_backend(url, db_options);
+  database db(std::move(backend), std::move(db_options));
   db.read([](transaction&) {}); // connect now: an unreachable server fails here, typed
   return db;
 }

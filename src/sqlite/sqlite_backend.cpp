@@ -231,7 +231,7 @@ private:
 
 } // namespace
 
-database open(const database_url& url, database_options db_options, options sqlite_options) {
+std::shared_ptr<detail::backend> make_backend(const database_url& url, database_options& db_options, options sqlite_options) {
   if (url.scheme != "sqlite") raise(errc::bad_url, "not an sqlite URL: " + url.masked);
   sqlite_options.busy_timeout = std::chrono::milliseconds(url_param(url, "busy_timeout_ms", sqlite_options.busy_timeout.count()));
   if (auto it = url.casecore.find("synchronous"); it != url.casecore.end()) {
@@ -248,7 +248,12 @@ database open(const database_url& url, database_options db_options, options sqli
     db_options.pool.overflow = 0;
     db_options.pool.recycle_age = std::chrono::hours(24 * 365 * 100);
   }
-  database db(std::make_shared<sqlite_backend>(url.target, sqlite_options, url.masked), std::move(db_options));
+  return std::make_shared<sqlite_backend>(url.target, sqlite_options, url.masked);
+}
+
+database open(const database_url& url, database_options db_options, options sqlite_options) {
+  auto backend = make_backend(url, db_options, sqlite_options);
+  database db(std::move(backend), std::move(db_options));
   db.read([](transaction&) {}); // open the first connection now: a bad path fails here
   return db;
 }

@@ -11,6 +11,7 @@
 #include <casecore/url.hpp>
 
 #include <chrono>
+#include <memory>
 #include <string_view>
 
 namespace casecore::sqlite {
@@ -23,6 +24,9 @@ struct options {
   synchronous sync = synchronous::normal;          ///< durability vs speed; NORMAL is safe in WAL mode
   std::chrono::milliseconds busy_timeout{5000};    ///< how long BEGIN IMMEDIATE waits for the write lock
 };
+
+/// The connection factory for a parsed sqlite: URL; applies URL parameters to `db_options`.
+std::shared_ptr<detail::backend> make_backend(const database_url& url, database_options& db_options, options sqlite_options = {});
 
 /// Open a parsed sqlite: URL.
 database open(const database_url& url, database_options db_options = {}, options sqlite_options = {});
