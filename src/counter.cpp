@@ -1,6 +1,205 @@
-// Placeholder: the feature's owner replaces this file.
+#include <casecore/counter.hpp>
+#include <casecore/detail/repository_identifier.hpp>
 #include <casecore/migration.hpp>
 
-namespace casecore::detail {
-std::vector<migration> counter_migrations() { return {}; }
-} // namespace casecore::detail
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
+
+namespace casecore {
+
+namespace detail {
+std::vector<migration> counter_migrations() {
+  return {
+      {"casecore.counters", 1, "counters",
+       "CREATE TABLE casecore_counters(name TEXT NOT NULL, scope TEXT NOT NULL DEFAULT '',"
+       " value BIGINT NOT NULL, PRIMARY KEY(name, scope))",
+       "", ""},
+  };
+}
+} // namespace detail
+
+namespace counter {
+
+namespace {
+
+// One statement serves next() and reserve(): a constant SQL text keeps the prepared statement cached.
+constexpr std::string_view add_sql =
+    "INSERT INTO casecore_counters(name, scope, value) VALUES($1, $2, $3) "
+    "ON CONFLICT(name, scope) DO UPDATE SET value = casecore_counters.value + excluded.value RETURNING value";
+
+void check_text(std::string_view s, std::string_view what, bool allow_empty) {
+  if ((!allow_empty && s.empty()) || s.size() > max_key_length)
+    raise(errc::invalid_argument, "counter " + std::string(what) + " must be " + (allow_empty ? "0" : "1") + "..128 characters");
+  for (unsigned char c : s)
+    if (c < 0x20 || c == 0x7f) raise(errc::invalid_argument, "counter " + std::string(what) + " contains a control character");
+}
+
+std::int64_t add(transaction& tx, std::string_view name, std::string_view scope, std::int64_t n) {
+  if (!tx.writable()) raise(errc::invalid_argument, "counters need a write transaction");
+  return tx.query_one<std::int64_t>(add_sql, name, scope, n);
+}
+
+// --- the standalone combiner -------------------------------------------------------------------
+// Callers of one (database, name, scope) queue a request; whoever finds no leader becomes the leader,
+// takes every queued request, reserves that many numbers in ONE transaction, and hands them out.
+// The leader serves only the batch it took, then steps down so it can return; a waiter that wakes
+// with no leader and no answer becomes the next leader. A failed transaction fails its whole batch.
+struct request {
+  std::int64_t number = 0;
+  std::exception_ptr failure;
+  bool done = false;
+};
+
+struct combiner {
+  std::mutex m;
+  std::condition_variable cv;
+  std::deque<request*> queue;
+  bool leading = false;
+};
+
+constexpr std::size_t max_batch = 1024;
+
+std::shared_ptr<combiner> combiner_for(const database& db, std::string_view name, std::string_view scope) {
+  static std::mutex registry_mutex;
+  // Entries live as long as the process: one small object per counter ever used standalone.
+  static std::map<std::tuple<const void*, std::string, std::string>, std::shared_ptr<combiner>, std::less<>> registry;
+  std::lock_guard g(registry_mutex);
+  auto& slot = registry[{db.identity(), std::string(name), std::string(scope)}];
+  if (!slot) slot = std::make_shared<combiner>();
+  return slot;
+}
+
+void lead(database& db, combiner& c, std::unique_lock<std::mutex>& lock, std::string_view name, std::string_view scope) {
+  std::vector<request*> batch;
+  while (!c.queue.empty() && batch.size() < max_batch) {
+    batch.push_back(c.queue.front());
+    c.queue.pop_front();
+  }
+  c.leading = true;
+  lock.unlock();
+  std::int64_t first = 0;
+  std::exception_ptr failure;
+  try {
+    const auto k = static_cast<std::int64_t>(batch.size());
+    first = db.write([&](transaction& tx) { return add(tx, name, scope, k) - k + 1; });
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  lock.lock();
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    batch[i]->number = first + static_cast<std::int64_t>(i);
+    batch[i]->failure = failure;
+    batch[i]->done = true;
+  }
+  c.leading = false;
+  c.cv.notify_all();
+}
+
+} // namespace
+
+void check_name(std::string_view name) { check_text(name, "name", false); }
+void check_scope(std::string_view scope) { check_text(scope, "scope", true); }
+
+std::int64_t next(transaction& tx, std::string_view name, std::string_view scope) {
+  check_name(name);
+  check_scope(scope);
+  return add(tx, name, scope, 1);
+}
+
+std::int64_t reserve(transaction& tx, std::string_view name, std::string_view scope, std::int64_t n) {
+  check_name(name);
+  check_scope(scope);
+  if (n <= 0 || n > (std::int64_t{1} << 40)) raise(errc::invalid_argument, "counter reserve needs 1 <= n <= 2^40");
+  return add(tx, name, scope, n) - n + 1;
+}
+
+std::int64_t current(transaction& tx, std::string_view name, std::string_view scope) {
+  check_name(name);
+  check_scope(scope);
+  return tx.query_optional<std::int64_t>("SELECT value FROM casecore_counters WHERE name = $1 AND scope = $2", name, scope)
+      .value_or(0);
+}
+
+std::int64_t seed_from_max(transaction& tx, std::string_view name, std::string_view scope, std::int64_t value) {
+  check_name(name);
+  check_scope(scope);
+  if (value < 0) raise(errc::invalid_argument, "counter seed must be >= 0");
+  if (!tx.writable()) raise(errc::invalid_argument, "counters need a write transaction");
+  return tx.query_one<std::int64_t>(
+      "INSERT INTO casecore_counters(name, scope, value) VALUES($1, $2, $3) ON CONFLICT(name, scope) DO UPDATE SET "
+      "value = CASE WHEN excluded.value > casecore_counters.value THEN excluded.value ELSE casecore_counters.value END "
+      "RETURNING value",
+      name, scope, value);
+}
+
+std::int64_t seed_from_table(transaction& tx, std::string_view name, std::string_view scope, std::string_view table,
+                             std::string_view column) {
+  check_name(name);
+  check_scope(scope);
+  detail::check_identifier(table, "legacy table");
+  detail::check_identifier(column, "legacy column");
+  const auto top = tx.query_one<std::optional<std::int64_t>>(
+      "SELECT MAX(" + std::string(column) + ") FROM " + std::string(table));
+  return seed_from_max(tx, name, scope, top.value_or(0));
+}
+
+std::int64_t next(database& db, std::string_view name, std::string_view scope) {
+  check_name(name);
+  check_scope(scope);
+  auto c = combiner_for(db, name, scope);
+  request mine;
+  std::unique_lock lock(c->m);
+  c->queue.push_back(&mine);
+  while (!mine.done) {
+    if (!c->leading) {
+      lead(db, *c, lock, name, scope);
+      continue;
+    }
+    c->cv.wait(lock, [&] { return mine.done || !c->leading; });
+  }
+  if (mine.failure) std::rethrow_exception(mine.failure);
+  return mine.number;
+}
+
+std::string format_number(std::string_view pattern, std::string_view scope, std::int64_t n, std::string_view name) {
+  std::string out;
+  out.reserve(pattern.size() + 16);
+  for (std::size_t i = 0; i < pattern.size(); ++i) {
+    const char c = pattern[i];
+    if (c == '}') {
+      if (i + 1 < pattern.size() && pattern[i + 1] == '}') { out += '}'; ++i; continue; }
+      raise(errc::invalid_argument, "format_number: unmatched '}' in pattern");
+    }
+    if (c != '{') { out += c; continue; }
+    if (i + 1 < pattern.size() && pattern[i + 1] == '{') { out += '{'; ++i; continue; }
+    const auto close = pattern.find('}', i);
+    if (close == std::string_view::npos) raise(errc::invalid_argument, "format_number: unterminated placeholder");
+    const auto ph = pattern.substr(i + 1, close - i - 1);
+    i = close;
+    if (ph == "scope") { out += scope; continue; }
+    if (ph == "name") { out += name; continue; }
+    if (ph == "n") { out += std::to_string(n); continue; }
+    if (ph.size() >= 4 && ph.substr(0, 3) == "n:0" && ph.size() <= 5) {
+      int width = 0;
+      for (char d : ph.substr(3)) {
+        if (d < '0' || d > '9') raise(errc::invalid_argument, "format_number: bad width in {" + std::string(ph) + "}");
+        width = width * 10 + (d - '0');
+      }
+      if (width < 1 || width > 20) raise(errc::invalid_argument, "format_number: width must be 1..20");
+      std::string digits = std::to_string(n < 0 ? -n : n);
+      if (digits.size() < static_cast<std::size_t>(width)) digits.insert(0, static_cast<std::size_t>(width) - digits.size(), '0');
+      if (n < 0) out += '-';
+      out += digits;
+      continue;
+    }
+    raise(errc::invalid_argument, "format_number: unknown placeholder {" + std::string(ph.substr(0, 40)) + "}");
+  }
+  return out;
+}
+
+} // namespace counter
+} // namespace casecore

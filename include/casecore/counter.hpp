@@ -1,0 +1,62 @@
+// casecore/counter.hpp — named, scoped business counters (work-order numbers, invoice numbers).
+//
+// A counter is one row of casecore_counters keyed by (name, scope), created on first use. Scope is
+// optional ("" by default), e.g. name "work_order", scope "2025".
+//
+// Concurrency guarantee:
+//   * next(tx, ...) / reserve(tx, ...) run ONE upsert statement in the caller's transaction. The row
+//     stays locked until that transaction ends, so numbers are unique AND gapless per (name, scope)
+//     across threads, processes and hosts: a rolled-back transaction gives its number back. Because
+//     the row lock is held to the end of the transaction, allocate the number LAST in the unit of
+//     work (after the slow parts) to keep the lock short.
+//   * next(db, ...) is standalone and only promises uniqueness. Concurrent callers of one process on
+//     the same (database, name, scope) are combined: one caller runs a single short transaction that
+//     reserves a block for every waiting caller and hands the numbers out. A crash between commit and
+//     hand-out, or a failed caller, leaves gaps. Numbers are handed out in increasing order within a block.
+//   * seed_from_max(...) never moves a counter backwards.
+// Failure modes: invalid_argument for bad names/scopes/n/patterns (nothing written); the usual
+// retryable errors of the unit of work (next(db, ...) runs under database::write's retry policy).
+#pragma once
+
+#include <casecore/database.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace casecore::counter {
+
+/// Longest name or scope accepted.
+inline constexpr std::size_t max_key_length = 128;
+
+/// The next number of (name, scope) inside `tx` (1 for a new counter); gapless if `tx` commits.
+std::int64_t next(transaction& tx, std::string_view name, std::string_view scope = {});
+
+/// Reserve `n` consecutive numbers inside `tx`; returns the first (the last is first + n - 1).
+std::int64_t reserve(transaction& tx, std::string_view name, std::string_view scope, std::int64_t n);
+
+/// The last number handed out (0 for a counter never used).
+std::int64_t current(transaction& tx, std::string_view name, std::string_view scope = {});
+
+/// Raise the counter to at least `value` (never lowers it); returns the counter's value afterwards.
+std::int64_t seed_from_max(transaction& tx, std::string_view name, std::string_view scope, std::int64_t value);
+
+/// Seed from a legacy table: raise the counter to MAX(column) of `table` (identifiers validated).
+std::int64_t seed_from_table(transaction& tx, std::string_view name, std::string_view scope,
+                             std::string_view table, std::string_view column);
+
+/// Standalone next: unique (not gapless); concurrent callers in this process share one transaction.
+std::int64_t next(database& db, std::string_view name, std::string_view scope = {});
+
+/// Format a business number: "{n}", "{n:06}" (zero-padded width 1..20), "{scope}", "{name}", "{{", "}}".
+std::string format_number(std::string_view pattern, std::string_view scope, std::int64_t n,
+                          std::string_view name = {});
+
+/// Throw invalid_argument unless `name` is 1..128 characters without control characters.
+void check_name(std::string_view name);
+
+/// Throw invalid_argument unless `scope` is 0..128 characters without control characters.
+void check_scope(std::string_view scope);
+
+} // namespace casecore::counter

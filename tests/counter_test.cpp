@@ -1,0 +1,264 @@
+// Counters: gapless in-transaction numbers, standalone batched numbers, reserve, seeding, formatting,
+// bad input. Threads and processes, on SQLite and PostgreSQL (CASECORE_TEST_BACKEND).
+#include <casecore/counter.hpp>
+#include <casecore/migration.hpp>
+#include <casecore/open.hpp>
+#include <casecore/testing/fixture.hpp>
+#include <casecore/testing/process.hpp>
+#include <casecore/testing/race.hpp>
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <mutex>
+#include <set>
+#include <sstream>
+
+using namespace casecore;
+using casecore::testing::scratch_database;
+
+namespace {
+
+database migrated(scratch_database& s) {
+  auto db = s.open();
+  migrate(db);
+  return db;
+}
+
+std::int64_t current(database& db, std::string_view name, std::string_view scope = {}) {
+  return db.read([&](transaction& tx) { return counter::current(tx, name, scope); });
+}
+
+write_options patient() {
+  write_options o;
+  o.retry = retry_policy{};
+  o.retry->max_attempts = 1000;
+  o.retry->budget = std::chrono::seconds(120);
+  return o;
+}
+
+// Every number handed out by a committed transaction is recorded in `issued` in that transaction.
+void make_issued(database& db) {
+  db.write([](transaction& tx) { tx.exec_script("CREATE TABLE issued(n BIGINT PRIMARY KEY, who TEXT NOT NULL)"); });
+}
+
+// Gapless check from the database: the committed numbers are exactly 1..count.
+void check_dense(database& db, std::int64_t count) {
+  db.read([&](transaction& tx) {
+    CHECK(tx.query_one<std::int64_t>("SELECT COUNT(*) FROM issued") == count);
+    CHECK(tx.query_one<std::int64_t>("SELECT COUNT(DISTINCT n) FROM issued") == count);
+    CHECK(tx.query_one<std::int64_t>("SELECT COALESCE(MIN(n), 0) FROM issued") == (count ? 1 : 0));
+    CHECK(tx.query_one<std::int64_t>("SELECT COALESCE(MAX(n), 0) FROM issued") == count);
+  });
+}
+
+// One in-transaction allocation; every third one (by the caller's choice) rolls back after allocating.
+bool allocate_and_maybe_abort(database& db, const std::string& who, int i) {
+  try {
+    db.write([&](transaction& tx) {
+      const auto n = counter::next(tx, "wo", "2025");
+      tx.exec("INSERT INTO issued(n, who) VALUES($1, $2)", n, who);
+      if (i % 3 == 2) throw std::runtime_error("abort after allocating");
+    }, patient());
+    return true;
+  } catch (const std::runtime_error& e) {
+    if (std::string(e.what()) != "abort after allocating") throw;
+    return false;
+  }
+}
+
+} // namespace
+
+TEST_CASE("counters start at 1, are separate per (name, scope) and survive reopening") {
+  scratch_database s;
+  auto db = migrated(s);
+  CHECK(current(db, "wo") == 0);
+  db.write([](transaction& tx) {
+    CHECK(counter::next(tx, "wo") == 1);
+    CHECK(counter::next(tx, "wo") == 2);
+    CHECK(counter::next(tx, "wo", "2025") == 1);
+    CHECK(counter::next(tx, "customer") == 1);
+  });
+  CHECK(current(db, "wo") == 2);
+  CHECK(current(db, "wo", "2025") == 1);
+  auto again = s.open();
+  CHECK(db.write([](transaction& tx) { return counter::next(tx, "wo"); }) == 3);
+}
+
+TEST_CASE("a rolled-back transaction gives its number back") {
+  scratch_database s;
+  auto db = migrated(s);
+  CHECK_THROWS(db.write([](transaction& tx) {
+    CHECK(counter::next(tx, "inv") == 1);
+    throw std::runtime_error("rollback");
+  }));
+  CHECK(current(db, "inv") == 0);
+  CHECK(db.write([](transaction& tx) { return counter::next(tx, "inv"); }) == 1);
+}
+
+TEST_CASE("reserve hands out a block and current reads the last number") {
+  scratch_database s;
+  auto db = migrated(s);
+  db.write([](transaction& tx) {
+    CHECK(counter::reserve(tx, "ro", "", 10) == 1);
+    CHECK(counter::reserve(tx, "ro", "", 5) == 11);
+    CHECK(counter::next(tx, "ro") == 16);
+    CHECK(counter::current(tx, "ro") == 16);
+  });
+}
+
+TEST_CASE("seeding from a legacy maximum never goes backwards") {
+  scratch_database s;
+  auto db = migrated(s);
+  db.write([](transaction& tx) {
+    tx.exec_script("CREATE TABLE legacy_orders(id INTEGER PRIMARY KEY, number BIGINT)");
+    for (int n : {5, 41, 17}) tx.exec("INSERT INTO legacy_orders(id, number) VALUES($1, $2)", n, n);
+  });
+  db.write([](transaction& tx) {
+    CHECK(counter::seed_from_table(tx, "legacy", "", "legacy_orders", "number") == 41);
+    CHECK(counter::next(tx, "legacy") == 42);
+    CHECK(counter::seed_from_max(tx, "legacy", "", 10) == 42); // lower: ignored
+    CHECK(counter::seed_from_max(tx, "legacy", "", 100) == 100);
+    CHECK(counter::next(tx, "legacy") == 101);
+    CHECK(counter::seed_from_table(tx, "empty_seed", "", "legacy_orders", "id") == 41);
+  });
+  db.write([](transaction& tx) { tx.exec_script("CREATE TABLE legacy_empty(x BIGINT)"); });
+  db.write([](transaction& tx) { CHECK(counter::seed_from_table(tx, "fresh", "", "legacy_empty", "x") == 0); });
+  CHECK(current(db, "legacy") == 101);
+}
+
+TEST_CASE("format_number renders business numbers and rejects unknown placeholders") {
+  CHECK(counter::format_number("WO-{scope}-{n:06}", "2025", 123) == "WO-2025-000123");
+  CHECK(counter::format_number("{name}/{n}", "", 7, "inv") == "inv/7");
+  CHECK(counter::format_number("{{n}}={n:03}", "", 1234) == "{n}=1234");
+  CHECK(counter::format_number("plain", "x", 1) == "plain");
+  CHECK_THROWS_AS(counter::format_number("WO-{year}-{n}", "2025", 1), invalid_argument);
+  CHECK_THROWS_AS(counter::format_number("{n:6}", "", 1), invalid_argument);
+  CHECK_THROWS_AS(counter::format_number("{n:0x}", "", 1), invalid_argument);
+  CHECK_THROWS_AS(counter::format_number("{n:00}", "", 1), invalid_argument);
+  CHECK_THROWS_AS(counter::format_number("{n", "", 1), invalid_argument);
+  CHECK_THROWS_AS(counter::format_number("n}", "", 1), invalid_argument);
+}
+
+TEST_CASE("bad input is a typed error and writes nothing") {
+  scratch_database s;
+  auto db = migrated(s);
+  const std::string long_name(129, 'x');
+  db.write([&](transaction& tx) {
+    CHECK_THROWS_AS(counter::next(tx, ""), invalid_argument);
+    CHECK_THROWS_AS(counter::next(tx, long_name), invalid_argument);
+    CHECK_THROWS_AS(counter::next(tx, "ok", long_name), invalid_argument);
+    CHECK_THROWS_AS(counter::next(tx, std::string("bad\nname")), invalid_argument);
+    CHECK_THROWS_AS(counter::reserve(tx, "ok", "", 0), invalid_argument);
+    CHECK_THROWS_AS(counter::reserve(tx, "ok", "", -3), invalid_argument);
+    CHECK_THROWS_AS(counter::seed_from_max(tx, "ok", "", -1), invalid_argument);
+    CHECK_THROWS_AS(counter::seed_from_table(tx, "ok", "", "orders; DROP TABLE x", "id"), invalid_argument);
+    CHECK_THROWS_AS(counter::seed_from_table(tx, "ok", "", "orders", "1id"), invalid_argument);
+    CHECK(counter::next(tx, std::string(128, 'y')) == 1); // the limit itself is fine
+  });
+  CHECK_THROWS_AS(counter::next(db, ""), invalid_argument);
+  CHECK_THROWS_AS(db.read([](transaction& tx) { return counter::next(tx, "ro_tx"); }), invalid_argument);
+  db.read([](transaction& tx) { CHECK(tx.query_one<std::int64_t>("SELECT COUNT(*) FROM casecore_counters") == 1); });
+}
+
+TEST_CASE("threads: in-transaction next is unique and gapless even with rollbacks") {
+  scratch_database s;
+  auto db = migrated(s);
+  make_issued(db);
+  constexpr int threads = 8, per = 30;
+  std::atomic<int> committed{0};
+  casecore::testing::race(threads, [&](std::size_t t) {
+    for (int i = 0; i < per; ++i)
+      if (allocate_and_maybe_abort(db, "t" + std::to_string(t), i)) ++committed;
+  });
+  CHECK(committed == threads * (per - per / 3));
+  check_dense(db, committed);
+  CHECK(current(db, "wo", "2025") == committed);
+}
+
+CASECORE_CHILD(counter_in_tx) {
+  auto db = casecore::open(args.at(0));
+  const int per = std::stoi(args.at(1));
+  int ok = 0;
+  for (int i = 0; i < per; ++i) ok += allocate_and_maybe_abort(db, "p" + args.at(2), i) ? 1 : 0;
+  std::printf("%d\n", ok);
+  return 0;
+}
+
+TEST_CASE("processes: in-transaction next is unique and gapless even with rollbacks") {
+  scratch_database s;
+  auto db = migrated(s);
+  make_issued(db);
+  const auto results = casecore::testing::run_children("counter_in_tx", 4, {s.url(), "30"});
+  std::int64_t committed = 0;
+  for (const auto& r : results) {
+    CHECK(r.exit_code == 0);
+    committed += std::atoll(r.output.c_str());
+  }
+  CHECK(committed == 4 * 20);
+  check_dense(db, committed);
+}
+
+TEST_CASE("threads: standalone next gives N x M distinct numbers in fewer transactions") {
+  scratch_database s;
+  auto db = migrated(s);
+  constexpr int threads = 16, per = 40;
+  std::mutex m;
+  std::set<std::int64_t> seen;
+  const auto commits_before = db.tx_stats().commits;
+  casecore::testing::race(threads, [&](std::size_t) {
+    std::vector<std::int64_t> mine;
+    for (int i = 0; i < per; ++i) mine.push_back(counter::next(db, "ticket", "q"));
+    CHECK(std::is_sorted(mine.begin(), mine.end()));
+    std::lock_guard g(m);
+    seen.insert(mine.begin(), mine.end());
+  });
+  CHECK(seen.size() == threads * per);
+  // No failure happened, so nothing was lost either: the block handed out is exactly 1..N*M.
+  CHECK(*seen.begin() == 1);
+  CHECK(*seen.rbegin() == threads * per);
+  CHECK(current(db, "ticket", "q") == threads * per);
+  const auto commits = db.tx_stats().commits - commits_before;
+  MESSAGE("standalone next: " << threads * per << " numbers in " << commits << " transactions");
+  CHECK(commits <= static_cast<std::uint64_t>(threads * per));
+}
+
+TEST_CASE("standalone next shares its counter with in-transaction next") {
+  scratch_database s;
+  auto db = migrated(s);
+  CHECK(counter::next(db, "mixed") == 1);
+  CHECK(db.write([](transaction& tx) { return counter::next(tx, "mixed"); }) == 2);
+  CHECK(counter::next(db, "mixed") == 3);
+  auto other = s.open(); // a second handle has its own combiner but the same row
+  CHECK(counter::next(other, "mixed") == 4);
+}
+
+CASECORE_CHILD(counter_standalone) {
+  auto db = casecore::open(args.at(0));
+  const int per = std::stoi(args.at(1));
+  std::mutex m;
+  std::ostringstream out;
+  casecore::testing::race(4, [&](std::size_t) {
+    for (int i = 0; i < per; ++i) {
+      const auto n = counter::next(db, "ticket");
+      std::lock_guard g(m);
+      out << n << '\n';
+    }
+  });
+  std::fputs(out.str().c_str(), stdout);
+  return 0;
+}
+
+TEST_CASE("processes x threads: standalone next never hands out a number twice") {
+  scratch_database s;
+  auto db = migrated(s);
+  const auto results = casecore::testing::run_children("counter_standalone", 3, {s.url(), "25"});
+  std::multiset<std::int64_t> all;
+  for (const auto& r : results) {
+    CHECK(r.exit_code == 0);
+    std::istringstream in(r.output);
+    for (std::int64_t n; in >> n;) all.insert(n);
+  }
+  CHECK(all.size() == 3 * 4 * 25);
+  CHECK(std::set<std::int64_t>(all.begin(), all.end()).size() == all.size());
+  CHECK(current(db, "ticket") == 3 * 4 * 25);
+}
