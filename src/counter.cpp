@@ -2,6 +2,7 @@
 #include <casecore/detail/repository_identifier.hpp>
 #include <casecore/migration.hpp>
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -44,10 +45,14 @@ std::int64_t add(transaction& tx, std::string_view name, std::string_view scope,
 }
 
 // --- the standalone combiner -------------------------------------------------------------------
-// Callers of one (database, name, scope) queue a request; whoever finds no leader becomes the leader,
-// takes every queued request, reserves that many numbers in ONE transaction, and hands them out.
-// The leader serves only the batch it took, then steps down so it can return; a waiter that wakes
-// with no leader and no answer becomes the next leader. A failed transaction fails its whole batch.
+// Callers of one (database, name, scope) share a combiner. Whoever finds the in-memory block empty
+// and no leader becomes the leader: it takes every queued request, reserves that many numbers plus
+// a prefetch in ONE transaction (one commit, one fsync), hands them out and keeps the rest in memory
+// for the next callers, who then need no transaction at all. The prefetch adapts: it doubles while
+// refills come back to back (high demand) and halves when they are far apart, so an idle counter
+// hoards at most a few numbers. Numbers are unique across threads, processes and hosts; numbers
+// still in a block when the process exits are never used (gaps). A failed transaction fails its
+// whole batch and leaves the block empty.
 struct request {
   std::int64_t number = 0;
   std::exception_ptr failure;
@@ -59,9 +64,14 @@ struct combiner {
   std::condition_variable cv;
   std::deque<request*> queue;
   bool leading = false;
+  std::int64_t next = 0, end = 0;  // the in-memory block [next, end)
+  std::int64_t prefetch = 0;       // extra numbers to reserve at the next refill
+  std::chrono::steady_clock::time_point last_refill{};
 };
 
 constexpr std::size_t max_batch = 1024;
+constexpr std::int64_t max_prefetch = 1024;
+constexpr auto busy_window = std::chrono::milliseconds(20);
 
 std::shared_ptr<combiner> combiner_for(const database& db, std::string_view name, std::string_view scope) {
   static std::mutex registry_mutex;
@@ -73,19 +83,27 @@ std::shared_ptr<combiner> combiner_for(const database& db, std::string_view name
   return slot;
 }
 
+void adapt_prefetch(combiner& c) {
+  const auto now = std::chrono::steady_clock::now();
+  if (now - c.last_refill < busy_window) c.prefetch = std::min(max_prefetch, std::max<std::int64_t>(1, c.prefetch * 2));
+  else c.prefetch /= 2;
+  c.last_refill = now;
+}
+
 void lead(database& db, combiner& c, std::unique_lock<std::mutex>& lock, std::string_view name, std::string_view scope) {
   std::vector<request*> batch;
   while (!c.queue.empty() && batch.size() < max_batch) {
     batch.push_back(c.queue.front());
     c.queue.pop_front();
   }
+  adapt_prefetch(c);
+  const auto want = static_cast<std::int64_t>(batch.size()) + c.prefetch;
   c.leading = true;
   lock.unlock();
   std::int64_t first = 0;
   std::exception_ptr failure;
   try {
-    const auto k = static_cast<std::int64_t>(batch.size());
-    first = db.write([&](transaction& tx) { return add(tx, name, scope, k) - k + 1; });
+    first = db.write([&](transaction& tx) { return add(tx, name, scope, want) - want + 1; });
   } catch (...) {
     failure = std::current_exception();
   }
@@ -94,6 +112,16 @@ void lead(database& db, combiner& c, std::unique_lock<std::mutex>& lock, std::st
     batch[i]->number = first + static_cast<std::int64_t>(i);
     batch[i]->failure = failure;
     batch[i]->done = true;
+  }
+  if (!failure) {
+    c.next = first + static_cast<std::int64_t>(batch.size());
+    c.end = first + want;
+    // Serve whoever queued while the transaction ran straight from the new block.
+    while (!c.queue.empty() && c.next < c.end) {
+      c.queue.front()->number = c.next++;
+      c.queue.front()->done = true;
+      c.queue.pop_front();
+    }
   }
   c.leading = false;
   c.cv.notify_all();
@@ -151,8 +179,9 @@ std::int64_t next(database& db, std::string_view name, std::string_view scope) {
   check_name(name);
   check_scope(scope);
   auto c = combiner_for(db, name, scope);
-  request mine;
   std::unique_lock lock(c->m);
+  if (c->next < c->end) return c->next++; // served from the block: no transaction
+  request mine;
   c->queue.push_back(&mine);
   while (!mine.done) {
     if (!c->leading) {

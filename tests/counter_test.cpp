@@ -213,23 +213,25 @@ TEST_CASE("threads: standalone next gives N x M distinct numbers in fewer transa
     seen.insert(mine.begin(), mine.end());
   });
   CHECK(seen.size() == threads * per);
-  // No failure happened, so nothing was lost either: the block handed out is exactly 1..N*M.
-  CHECK(*seen.begin() == 1);
-  CHECK(*seen.rbegin() == threads * per);
-  CHECK(current(db, "ticket", "q") == threads * per);
+  // Every number was reserved in the database; the prefetched tail of the last block is a gap.
+  CHECK(*seen.begin() >= 1);
+  CHECK(*seen.rbegin() <= current(db, "ticket", "q"));
   const auto commits = db.tx_stats().commits - commits_before;
   MESSAGE("standalone next: " << threads * per << " numbers in " << commits << " transactions");
-  CHECK(commits <= static_cast<std::uint64_t>(threads * per));
+  CHECK(commits < static_cast<std::uint64_t>(threads * per)); // combined: fewer transactions than numbers
 }
 
 TEST_CASE("standalone next shares its counter with in-transaction next") {
   scratch_database s;
   auto db = migrated(s);
-  CHECK(counter::next(db, "mixed") == 1);
-  CHECK(db.write([](transaction& tx) { return counter::next(tx, "mixed"); }) == 2);
-  CHECK(counter::next(db, "mixed") == 3);
+  // Standalone numbers come from blocks reserved on the same row, so the two kinds never collide.
+  std::set<std::int64_t> seen;
   auto other = s.open(); // a second handle has its own combiner but the same row
-  CHECK(counter::next(other, "mixed") == 4);
+  for (int i = 0; i < 20; ++i) {
+    CHECK(seen.insert(counter::next(db, "mixed")).second);
+    CHECK(seen.insert(db.write([](transaction& tx) { return counter::next(tx, "mixed"); })).second);
+    CHECK(seen.insert(counter::next(other, "mixed")).second);
+  }
 }
 
 CASECORE_CHILD(counter_standalone) {
@@ -260,5 +262,5 @@ TEST_CASE("processes x threads: standalone next never hands out a number twice")
   }
   CHECK(all.size() == 3 * 4 * 25);
   CHECK(std::set<std::int64_t>(all.begin(), all.end()).size() == all.size());
-  CHECK(current(db, "ticket") == 3 * 4 * 25);
+  CHECK(*all.rbegin() <= current(db, "ticket")); // every number handed out was reserved in the database
 }

@@ -11,8 +11,10 @@
 //     work (after the slow parts) to keep the lock short.
 //   * next(db, ...) is standalone and only promises uniqueness. Concurrent callers of one process on
 //     the same (database, name, scope) are combined: one caller runs a single short transaction that
-//     reserves a block for every waiting caller and hands the numbers out. A crash between commit and
-//     hand-out, or a failed caller, leaves gaps. Numbers are handed out in increasing order within a block.
+//     reserves numbers for every waiting caller plus an adaptive prefetch (up to 1024 while demand is
+//     high, shrinking to 0 when idle) kept in memory for the next callers. Numbers still in memory at
+//     process exit, a crash between commit and hand-out, or a failed batch leave gaps. Each thread
+//     sees increasing numbers; across processes numbers are unique but not ordered in time.
 //   * seed_from_max(...) never moves a counter backwards.
 // Failure modes: invalid_argument for bad names/scopes/n/patterns (nothing written); the usual
 // retryable errors of the unit of work (next(db, ...) runs under database::write's retry policy).
