@@ -1,0 +1,212 @@
+#include <casecore/health.hpp>
+#include <casecore/metrics.hpp>
+#include <casecore/migration.hpp>
+#include <casecore/outbox.hpp>
+#include <casecore/testing/fixture.hpp>
+#include <casecore/testing/race.hpp>
+#include <doctest/doctest.h>
+
+#include <barrier>
+#include <latch>
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+
+using namespace casecore;
+using casecore::testing::scratch_database;
+
+namespace {
+bool has_line(const std::string& text, const std::string& line) {
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);)
+    if (l == line) return true;
+  return false;
+}
+
+// Every sample line must belong to the family announced by the closest preceding TYPE line.
+void check_grouping(const std::string& text) {
+  std::istringstream in(text);
+  std::string family;
+  std::set<std::string> seen;
+  for (std::string l; std::getline(in, l);) {
+    if (l.starts_with("# HELP ")) continue;
+    if (l.starts_with("# TYPE ")) {
+      family = l.substr(7, l.find(' ', 7) - 7);
+      CHECK_MESSAGE(seen.insert(family).second, "family announced twice: " << family);
+      continue;
+    }
+    CHECK_MESSAGE(l.starts_with(family), "sample outside its family: " << l);
+  }
+}
+} // namespace
+
+TEST_CASE("metrics: instruments render as Prometheus text with escaped labels") {
+  metrics::registry r;
+  r.counter("app_reports_total", "Reports rendered", {{"kind", "pdf \"A4\"\\x\nnext"}}).inc(3);
+  r.gauge("app_queue_length", "Jobs waiting").set(2.5);
+  auto& h = r.histogram("app_render_seconds", "Render time", {}, {0.1, 1});
+  h.observe(0.05);
+  h.observe(0.1);
+  h.observe(0.5);
+  h.observe(7);
+  const auto text = r.prometheus_text();
+  CHECK(has_line(text, "# HELP app_reports_total Reports rendered"));
+  CHECK(has_line(text, "# TYPE app_reports_total counter"));
+  CHECK(has_line(text, "app_reports_total{kind=\"pdf \\\"A4\\\"\\\\x\\nnext\"} 3"));
+  CHECK(has_line(text, "# TYPE app_queue_length gauge"));
+  CHECK(has_line(text, "app_queue_length 2.5"));
+  CHECK(has_line(text, "# TYPE app_render_seconds histogram"));
+  CHECK(has_line(text, "app_render_seconds_bucket{le=\"0.1\"} 2"));
+  CHECK(has_line(text, "app_render_seconds_bucket{le=\"1\"} 3"));
+  CHECK(has_line(text, "app_render_seconds_bucket{le=\"+Inf\"} 4"));
+  CHECK(has_line(text, "app_render_seconds_sum 7.65"));
+  CHECK(has_line(text, "app_render_seconds_count 4"));
+  check_grouping(text);
+}
+
+TEST_CASE("metrics: same name and labels give the same instrument; bad registrations are typed errors") {
+  metrics::registry r;
+  auto& a = r.counter("x_total", "X", {{"k", "1"}});
+  auto& b = r.counter("x_total", "X", {{"k", "1"}});
+  auto& c = r.counter("x_total", "X", {{"k", "2"}});
+  CHECK(&a == &b);
+  CHECK(&a != &c);
+  CHECK_THROWS_AS(r.gauge("x_total", "X"), invalid_argument);
+  CHECK_THROWS_AS(r.counter("x_total", "other help"), invalid_argument);
+  CHECK_THROWS_AS(r.counter("1bad", "h"), invalid_argument);
+  CHECK_THROWS_AS(r.counter("ok_total", "h", {{"__reserved", "v"}}), invalid_argument);
+  CHECK_THROWS_AS(r.counter("ok_total", "h", {{"le", "v"}}), invalid_argument);
+  CHECK_THROWS_AS(r.counter("ok_total", "h", {{"a", "1"}, {"a", "2"}}), invalid_argument);
+  CHECK_THROWS_AS(r.histogram("h_seconds", "h", {}, {1, 0.5}), invalid_argument);
+  CHECK_THROWS_AS(r.add_collector({}), invalid_argument);
+}
+
+TEST_CASE("metrics: concurrent increments are all counted") {
+  metrics::registry r;
+  casecore::testing::race(16, [&](std::size_t) {
+    auto& c = r.counter("hits_total", "Hits");
+    auto& h = r.histogram("lat_seconds", "Latency", {}, {1});
+    for (int i = 0; i < 1000; ++i) {
+      c.inc();
+      h.observe(0.5);
+    }
+  });
+  const auto text = r.prometheus_text();
+  CHECK(has_line(text, "hits_total 16000"));
+  CHECK(has_line(text, "lat_seconds_count 16000"));
+}
+
+TEST_CASE("metrics: database pool and transaction figures, collectors, visit and failing collectors") {
+  scratch_database s;
+  auto db = s.open();
+  migrate(db);
+  for (int i = 0; i < 3; ++i) db.write([](transaction& tx) { outbox::publish(tx, "t", "p"); });
+  CHECK_THROWS(db.write([](transaction&) { throw std::runtime_error("rolled back"); }));
+  metrics::registry r;
+  r.add_database(db, "main");
+  r.add_collector([&](metrics::sample_sink& sink) {
+    sink.gauge("casecore_outbox_pending", "Outbox messages not yet delivered", {{"topic", "t"}},
+               static_cast<double>(outbox::pending(db, "t")));
+  });
+  const auto broken = r.add_collector([](metrics::sample_sink&) { throw std::runtime_error("collector down"); });
+  const auto text = r.prometheus_text();
+  check_grouping(text);
+  CHECK(has_line(text, "# TYPE casecore_pool_in_use gauge"));
+  CHECK(has_line(text, "casecore_pool_in_use{db=\"main\"} 0"));
+  CHECK(text.find("casecore_tx_commits_total{db=\"main\"} ") != std::string::npos);
+  CHECK(has_line(text, "casecore_tx_retries_total{db=\"main\",cause=\"deadlock\"} 0"));
+  CHECK(text.find("casecore_pool_acquire_wait_seconds_bucket{db=\"main\",le=\"+Inf\"} ") != std::string::npos);
+  CHECK(text.find("casecore_pool_acquire_wait_seconds_count{db=\"main\"} ") != std::string::npos);
+  CHECK(has_line(text, "casecore_outbox_pending{topic=\"t\"} 3"));
+  CHECK(has_line(text, "casecore_collector_failures_total 1"));
+  r.remove_collector(broken);
+
+  std::map<std::string, metrics::metric_type> types;
+  r.visit([&](const metrics::family& f) { types[f.name] = f.type; });
+  CHECK(types.at("casecore_tx_commits_total") == metrics::metric_type::counter);
+  CHECK(types.at("casecore_pool_acquire_wait_seconds") == metrics::metric_type::histogram);
+  double commits = 0;
+  for (const auto& f : r.collect())
+    if (f.name == "casecore_tx_commits_total") commits = f.samples.at(0).value;
+  CHECK(commits >= 4); // migrate + 3 publishes
+  CHECK(has_line(r.prometheus_text(), "casecore_collector_failures_total 1"));
+}
+
+TEST_CASE("health: pool use above 80 % warns, a long queue is critical, deadlocks count per hour") {
+  scratch_database s;
+  database_options o;
+  o.pool.size = 4;
+  o.pool.overflow = 1;
+  auto db = s.open(o);
+  migrate(db);
+  double queue = 3;
+  health::monitor m;
+  m.add_database(db, "main");
+  m.add_queue("jobs", [&] { return queue; }, 10, 100);
+  auto r = m.check();
+  CHECK(r.overall == health::status::ok);
+  CHECK(r.findings.empty());
+
+  // Hold 5 of 5 connections: 100 % use is critical.
+  std::latch inside(5), release(1);
+  std::vector<std::thread> holders;
+  for (int i = 0; i < 5; ++i)
+    holders.emplace_back([&] {
+      db.read([&](transaction&) {
+        inside.count_down();
+        release.wait();
+      });
+    });
+  inside.wait();
+  queue = 50;
+  r = m.check();
+  release.count_down();
+  for (auto& t : holders) t.join();
+  CHECK(r.overall == health::status::critical);
+  bool pool_finding = false, queue_finding = false;
+  for (const auto& f : r.findings) {
+    if (f.check == "main.pool_use") pool_finding = f.level == health::status::critical && f.value == doctest::Approx(1.0);
+    if (f.check == "jobs.queue_length") queue_finding = f.level == health::status::warn && f.value == 50;
+  }
+  CHECK(pool_finding);
+  CHECK(queue_finding);
+  CHECK(r.to_json().find("\"status\":\"critical\"") != std::string::npos);
+
+  queue = 1;
+  CHECK(m.check().overall == health::status::ok);
+  CHECK_THROWS_AS(health::monitor(health::thresholds{.pool_use_warn = 0.9, .pool_use_critical = 0.5}), invalid_argument);
+  CHECK_THROWS_AS(m.add_queue("", [] { return 0.0; }, 1, 2), invalid_argument);
+}
+
+TEST_CASE("health: PostgreSQL deadlocks show up as deadlocks in the last hour") {
+  scratch_database s;
+  if (s.kind() != casecore::testing::backend_kind::postgres) return;
+  auto db = s.open();
+  db.write([](transaction& tx) { tx.exec_script("CREATE TABLE dl(id INT PRIMARY KEY, v INT); INSERT INTO dl VALUES (1,0),(2,0)"); });
+  health::monitor m;
+  m.add_database(db, "main");
+  // Two transactions lock rows in opposite orders until PostgreSQL picks a victim (retried by write()).
+  std::barrier both(2);
+  casecore::testing::race(2, [&](std::size_t i) {
+    bool first_attempt = true;
+    db.write([&](transaction& tx) {
+      const int a = i == 0 ? 1 : 2, b = i == 0 ? 2 : 1;
+      tx.exec("UPDATE dl SET v = v + 1 WHERE id = $1", a);
+      if (first_attempt) {
+        first_attempt = false;
+        both.arrive_and_wait();
+      }
+      tx.exec("UPDATE dl SET v = v + 1 WHERE id = $1", b);
+    });
+  });
+  CHECK(db.tx_stats().retries_deadlock >= 1);
+  const auto r = m.check();
+  bool found = false;
+  for (const auto& f : r.findings)
+    if (f.check == "main.deadlocks_per_hour") found = f.value >= 1;
+  CHECK(found);
+  // An hour later the window has moved past the deadlock.
+  const auto later = m.check(std::chrono::steady_clock::now() + std::chrono::minutes(61));
+  for (const auto& f : later.findings) CHECK(f.check != "main.deadlocks_per_hour");
+}
