@@ -15,7 +15,7 @@ std::vector<migration> job_migrations() {
       {"casecore.jobs", 1, "jobs and stage progress",
        "CREATE TABLE casecore_jobs("
        " id {{id}}, operation TEXT NOT NULL, subject TEXT NOT NULL, payload TEXT NOT NULL DEFAULT '',"
-       " stages TEXT NOT NULL, current_stage INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL DEFAULT 'queued',"
+       " stages TEXT NOT NULL, stage_count INTEGER NOT NULL DEFAULT 1, current_stage INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL DEFAULT 'queued',"
        " priority INTEGER NOT NULL DEFAULT 0, run_at BIGINT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,"
        " max_attempts INTEGER NOT NULL, concurrency_key TEXT NOT NULL DEFAULT '',"
        " cancel_requested INTEGER NOT NULL DEFAULT 0, lease_owner TEXT NOT NULL DEFAULT '',"
@@ -43,7 +43,7 @@ namespace jobs {
 namespace {
 
 constexpr std::size_t bulk_chunk = 50;
-constexpr int bulk_columns = 8;
+constexpr int bulk_columns = 9;
 constexpr std::int64_t advisory_limit_key = 0x636a6f62; // "cjob": serialises claims that honour limits
 
 bool is_name_char(char c) {
@@ -96,6 +96,7 @@ std::vector<std::string> split_stages(const std::string& joined) {
 struct prepared_spec {
   const job_spec* spec;
   std::string stages;
+  std::int64_t stage_count;
 };
 
 prepared_spec validate(const job_spec& s) {
@@ -105,7 +106,7 @@ prepared_spec validate(const job_spec& s) {
   if (s.max_attempts < 1 || s.max_attempts > 1000) raise(errc::invalid_argument, "job max_attempts must be 1..1000");
   if (s.delay.count() < 0) raise(errc::invalid_argument, "job delay must not be negative");
   if (s.concurrency_key.size() > 200) raise(errc::invalid_argument, "job concurrency_key longer than 200 characters");
-  return {&s, join_stages(s.stages)};
+  return {&s, join_stages(s.stages), s.stages.empty() ? 1 : static_cast<std::int64_t>(s.stages.size())};
 }
 
 constexpr std::string_view job_columns =
@@ -157,7 +158,7 @@ std::string sql(std::initializer_list<std::string_view> parts) {
 
 constexpr std::string_view insert_head =
     "INSERT INTO casecore_jobs(operation, subject, payload, stages, priority, run_at, max_attempts, concurrency_key, "
-    "created_at) VALUES";
+    "stage_count, created_at) VALUES";
 
 // Multi-row INSERT texts for 1..bulk_chunk rows, built once so each stays a cached prepared statement.
 const std::string& bulk_insert_sql(std::size_t rows) {
@@ -169,7 +170,7 @@ const std::string& bulk_insert_sql(std::size_t rows) {
         const auto b = static_cast<int>(i) * bulk_columns;
         auto p = [&](int k) { return "$" + std::to_string(b + k); };
         s += (i ? ", (" : " (") + p(1) + ", " + p(2) + ", " + p(3) + ", " + p(4) + ", " + p(5) +
-             ", casecore_now_us() + " + p(6) + ", " + p(7) + ", " + p(8) + ", casecore_now_us())";
+             ", casecore_now_us() + " + p(6) + ", " + p(7) + ", " + p(8) + ", " + p(9) + ", casecore_now_us())";
       }
       s += " ON CONFLICT DO NOTHING RETURNING id, operation, subject";
       t[n] = std::move(s);
@@ -189,6 +190,7 @@ void bind_spec(std::vector<value>& params, const prepared_spec& p) {
   params.emplace_back(std::int64_t{s.delay.count()} * 1000);
   params.emplace_back(std::int64_t{s.max_attempts});
   params.emplace_back(s.concurrency_key);
+  params.emplace_back(p.stage_count);
 }
 
 std::optional<std::int64_t> find_active(transaction& tx, const job_spec& s) {
@@ -226,6 +228,52 @@ void upsert_stage(transaction& tx, std::int64_t id, int position, const std::str
           "ON CONFLICT(job_id, position) DO UPDATE SET state = excluded.state, started_at = excluded.started_at, "
           "finished_at = excluded.finished_at, attempts = casecore_job_stages.attempts + 1, error = excluded.error",
           id, position, stage, state, started_at, error);
+}
+
+constexpr std::size_t complete_chunk = 50;
+
+const std::string& complete_sql(std::size_t n) {
+  static const std::array<std::string, complete_chunk + 1> texts = [] {
+    std::array<std::string, complete_chunk + 1> t;
+    for (std::size_t k = 1; k <= complete_chunk; ++k) {
+      std::string s =
+          "UPDATE casecore_jobs SET current_stage = current_stage + 1, "
+          "state = CASE WHEN current_stage + 1 >= stage_count THEN 'succeeded' ELSE 'running' END, "
+          "finished_at = CASE WHEN current_stage + 1 >= stage_count THEN casecore_now_us() ELSE 0 END, "
+          "lease_owner = CASE WHEN current_stage + 1 >= stage_count THEN '' ELSE lease_owner END, "
+          "lease_expires_at = CASE WHEN current_stage + 1 >= stage_count THEN 0 ELSE lease_expires_at END, "
+          "last_error = CASE WHEN current_stage + 1 >= stage_count THEN '' ELSE last_error END, "
+          "heartbeat_at = casecore_now_us() WHERE state = 'running' AND (";
+      for (std::size_t i = 0; i < k; ++i) {
+        const auto b = static_cast<int>(i) * 3;
+        s += (i ? " OR " : "") + std::string("(id = $") + std::to_string(b + 1) + " AND lease_epoch = $" +
+             std::to_string(b + 2) + " AND current_stage = $" + std::to_string(b + 3) + ")";
+      }
+      s += ") RETURNING id, stages, state, cancel_requested";
+      t[k] = std::move(s);
+    }
+    return t;
+  }();
+  return texts[n];
+}
+
+const std::string& stage_rows_sql(std::size_t n) {
+  static const std::array<std::string, complete_chunk + 1> texts = [] {
+    std::array<std::string, complete_chunk + 1> t;
+    for (std::size_t k = 1; k <= complete_chunk; ++k) {
+      std::string s = "INSERT INTO casecore_job_stages(job_id, position, stage, state, started_at, finished_at, attempts, error) VALUES";
+      for (std::size_t i = 0; i < k; ++i) {
+        const auto b = static_cast<int>(i) * 4;
+        s += (i ? ", (" : " (") + std::string("$") + std::to_string(b + 1) + ", $" + std::to_string(b + 2) + ", $" +
+             std::to_string(b + 3) + ", 'succeeded', $" + std::to_string(b + 4) + ", casecore_now_us(), 1, '')";
+      }
+      s += " ON CONFLICT(job_id, position) DO UPDATE SET state = excluded.state, started_at = excluded.started_at, "
+           "finished_at = excluded.finished_at, attempts = casecore_job_stages.attempts + 1, error = ''";
+      t[k] = std::move(s);
+    }
+    return t;
+  }();
+  return texts[n];
 }
 
 // The fenced row: stages, current_stage and attempts of a running claim, locked until commit.
@@ -447,21 +495,50 @@ std::map<std::int64_t, bool> heartbeat(database& db, std::span<const claim_ref> 
   return alive;
 }
 
+std::vector<stage_outcome> complete_stages(transaction& tx, std::span<const stage_done> done) {
+  std::vector<stage_outcome> out(done.size());
+  std::map<std::int64_t, std::size_t> index;
+  for (std::size_t i = 0; i < done.size(); ++i) index[done[i].ref.id] = i;
+  if (index.size() != done.size()) raise(errc::invalid_argument, "complete_stages: a job appears twice");
+  std::vector<value> params;
+  std::vector<value> stage_params;
+  for (std::size_t start = 0; start < done.size(); start += complete_chunk) {
+    const auto n = std::min(complete_chunk, done.size() - start);
+    params.clear();
+    for (std::size_t k = 0; k < n; ++k) {
+      const auto& d = done[start + k];
+      params.emplace_back(d.ref.id);
+      params.emplace_back(d.ref.epoch);
+      params.emplace_back(std::int64_t{d.stage});
+    }
+    // One statement advances every claim of the chunk that is still held at the named stage.
+    const auto rows = tx.exec_values(complete_sql(n), params);
+    stage_params.clear();
+    for (auto r : rows) {
+      const auto i = index.at(r.get<std::int64_t>(0));
+      const auto names = split_stages(r.get<std::string>(1));
+      out[i] = {true, r.get<std::string>(2) == "succeeded", r.get<bool>(3)};
+      const auto pos = static_cast<std::size_t>(done[i].stage);
+      stage_params.emplace_back(done[i].ref.id);
+      stage_params.emplace_back(std::int64_t{done[i].stage});
+      stage_params.emplace_back(pos < names.size() ? names[pos] : std::string("?"));
+      stage_params.emplace_back(done[i].started_at);
+    }
+    if (!rows.empty()) tx.exec_values(stage_rows_sql(rows.size()), stage_params);
+  }
+  return out;
+}
+
 bool complete_stage(transaction& tx, const claim_ref& ref, int stage, micros started_at) {
-  auto row = lock_claim(tx, ref);
-  if (!row) throw_lost(tx, ref);
-  if (stage != row->current_stage || stage < 0 || stage >= static_cast<int>(row->stages.size()))
+  const stage_done d{ref, stage, started_at};
+  const auto r = complete_stages(tx, std::span<const stage_done>(&d, 1));
+  if (!r[0].held) {
+    auto row = lock_claim(tx, ref);
+    if (!row) throw_lost(tx, ref);
     raise(errc::invalid_argument, "job " + std::to_string(ref.id) + " is at stage " + std::to_string(row->current_stage) +
                                       ", not " + std::to_string(stage));
-  const bool last = stage + 1 == static_cast<int>(row->stages.size());
-  if (last)
-    tx.exec("UPDATE casecore_jobs SET current_stage = $1, state = 'succeeded', finished_at = casecore_now_us(), "
-            "lease_owner = '', lease_expires_at = 0, last_error = '' WHERE id = $2",
-            stage + 1, ref.id);
-  else
-    tx.exec("UPDATE casecore_jobs SET current_stage = $1, heartbeat_at = casecore_now_us() WHERE id = $2", stage + 1, ref.id);
-  upsert_stage(tx, ref.id, stage, row->stages[static_cast<std::size_t>(stage)], "succeeded", started_at, "");
-  return last;
+  }
+  return r[0].finished;
 }
 
 job_state fail(database& db, const claim_ref& ref, int stage, std::string_view error, const backoff& delays) {

@@ -108,8 +108,9 @@ struct worker::state {
     return c;
   }
 
-  // Runs the job's remaining stages. Returns false when it stopped early and handed the job back.
-  void run_job(const job& j) {
+  // Runs the job's remaining stages. A last stage whose handler did not call complete() itself is
+  // not committed here but appended to `deferred`, so a batch finishes in one transaction.
+  void run_job(const job& j, std::vector<stage_done>& deferred) {
     const claim_ref ref{j.id, j.lease_epoch};
     auto flags = hold(j);
     const auto t0 = std::chrono::steady_clock::now();
@@ -133,6 +134,10 @@ struct worker::state {
         try {
           if (!handler) raise(errc::invalid_argument, "no handler for stage '" + stage + "' of '" + j.operation + "'");
           (*handler)(ctx);
+          if (!ctx.completed() && i + 1 == static_cast<int>(j.stages.size())) {
+            deferred.push_back({ref, i, ctx.started_at_});
+            return; // stays held (heartbeats continue) until the batch is flushed
+          }
           if (!ctx.completed()) ctx.complete([](transaction&) {});
         } catch (const lease_lost&) {
           throw;
@@ -153,16 +158,36 @@ struct worker::state {
     unhold(j.id);
   }
 
+  void flush(std::vector<stage_done>& deferred) {
+    if (deferred.empty()) return;
+    try {
+      const auto outcomes = db.write([&](transaction& tx) { return complete_stages(tx, deferred); });
+      for (const auto& o : outcomes) {
+        if (!o.held) bump(&worker_stats::lost);
+        else {
+          bump(&worker_stats::stages);
+          if (o.finished) bump(&worker_stats::succeeded);
+        }
+      }
+    } catch (const std::exception&) {
+      // Not committed: the claims expire and the last stages run again elsewhere (at-least-once).
+    }
+    for (const auto& d : deferred) unhold(d.ref.id);
+    deferred.clear();
+  }
+
   std::size_t run_batch() {
     auto batch = claim(db, claim_opts());
     bump(&worker_stats::claimed, batch.size());
+    std::vector<stage_done> deferred;
     for (std::size_t k = 0; k < batch.size(); ++k) {
       if (stopping && k > 0) { // hand unstarted jobs back at once
         if (release(db, {batch[k].id, batch[k].lease_epoch})) bump(&worker_stats::released);
         continue;
       }
-      run_job(batch[k]);
+      run_job(batch[k], deferred);
     }
+    flush(deferred);
     return batch.size();
   }
 
