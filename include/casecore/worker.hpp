@@ -1,0 +1,130 @@
+// casecore/worker.hpp — a pool of threads running the stages of queued jobs.
+//
+// A worker claims jobs in batches (see job_queue.hpp), runs each job's remaining stages in order
+// with the handler registered for (operation, stage) or for the stage alone, and records each
+// stage's completion fenced by the claim's epoch. A background thread heartbeats every held claim
+// (extending its lease), notices cancellation and lost claims, and requeues other workers' expired
+// claims. A handler that wants its own writes to happen exactly once per stage does them through
+// job_context::complete(): they commit in the same transaction as the stage completion, guarded by
+// the epoch, so a worker that died or was fenced off mid-stage leaves nothing behind and the stage
+// is run again by the next claimant. Writes outside complete() are at-least-once.
+// Shutdown: stop() lets each thread finish the stage it is running, then hands every job it still
+// holds back to the queue (release, the attempt is not counted) and joins the threads.
+// Wake-ups: a worker sleeps between empty claims through the wait_for_work hook (default: an
+// in-process condition variable with a poll interval); notify() wakes it early.
+// Failure modes: a handler's exception fails the attempt (retry with backoff, then failed); a lost
+// claim (lease_lost) drops the job silently, its new owner carries on. Thread-safe.
+#pragma once
+
+#include <casecore/job_queue.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace casecore::jobs {
+
+/// What a stage handler sees of its job.
+class job_context {
+public:
+  /// Built by the worker.
+  job_context(database& db, const job& j, int stage, micros started_at, std::shared_ptr<std::atomic<int>> flags);
+  /// The job as claimed.
+  const job& current() const noexcept { return job_; }
+  /// The stage being run.
+  const std::string& stage() const noexcept { return job_.stages[static_cast<std::size_t>(stage_)]; }
+  /// Its index in the job's stage list.
+  int stage_index() const noexcept { return stage_; }
+  /// The claim (id + epoch) to fence writes with.
+  claim_ref ref() const noexcept { return {job_.id, job_.lease_epoch}; }
+  /// True once cancel() was requested for this job (seen at heartbeat); stop early if you can.
+  bool cancel_requested() const noexcept;
+  /// True once a heartbeat found the claim lost; further fenced writes will fail.
+  bool lost() const noexcept;
+  /// Run `f` in a write transaction fenced by the claim (lease_lost when it is stale).
+  void write(const std::function<void(transaction&)>& f);
+  /// Run `f` and mark this stage done in one fenced transaction: exactly-once stage effects.
+  void complete(const std::function<void(transaction&)>& f);
+  /// True after complete() committed.
+  bool completed() const noexcept { return completed_; }
+  /// The database.
+  database& db() noexcept { return db_; }
+
+private:
+  database& db_;
+  const job& job_;
+  int stage_;
+  micros started_at_;
+  std::shared_ptr<std::atomic<int>> flags_;
+  bool completed_ = false;
+  bool cancel_seen_ = false;
+  friend class worker;
+};
+
+/// A stage handler.
+using stage_handler = std::function<void(job_context&)>;
+
+/// Settings of a worker.
+struct worker_options {
+  std::string owner;                                  ///< identity (default: random)
+  int threads = 4;                                    ///< handler threads (1..256)
+  std::size_t batch = 1;                              ///< jobs claimed per claim per thread
+  std::chrono::milliseconds lease{30000};             ///< claim lease
+  std::chrono::milliseconds heartbeat{0};             ///< heartbeat period (0 = lease / 3)
+  std::chrono::milliseconds poll{500};                ///< longest sleep between empty claims
+  int max_running = 0;                                ///< global running limit (0 = none; same on every worker)
+  int max_per_key = 0;                                ///< per concurrency key limit (0 = none)
+  backoff retry;                                      ///< retry delays of failed attempts
+  /// Sleep until work may be ready or `timeout` passed (default: in-process condition variable).
+  std::function<void(std::chrono::milliseconds)> wait_for_work;
+  /// Wake sleepers (default: the in-process condition variable); called by notify() and stop().
+  std::function<void()> notify;
+};
+
+/// Figures of a worker since start.
+struct worker_stats {
+  std::uint64_t claimed = 0;    ///< jobs claimed
+  std::uint64_t stages = 0;     ///< stages completed
+  std::uint64_t succeeded = 0;  ///< jobs finished
+  std::uint64_t failures = 0;   ///< failed attempts
+  std::uint64_t lost = 0;       ///< claims lost to another worker
+  std::uint64_t released = 0;   ///< jobs handed back at shutdown
+  std::uint64_t cancelled = 0;  ///< jobs ended by cancellation
+};
+
+/// A pool of threads running registered stage handlers.
+class worker {
+public:
+  /// A stopped worker on `db`.
+  worker(database db, worker_options options = {});
+  /// stop().
+  ~worker();
+  worker(const worker&) = delete;
+  worker& operator=(const worker&) = delete;
+
+  /// Run `h` for stage `stage` of every operation without a more specific handler (before start()).
+  void on_stage(std::string stage, stage_handler h);
+  /// Run `h` for stage `stage` of `operation` (before start()).
+  void on_stage(std::string operation, std::string stage, stage_handler h);
+
+  /// Start the threads.
+  void start();
+  /// Finish running stages, release held jobs, join. Idempotent.
+  void stop();
+  /// Wake sleeping threads (new work was enqueued).
+  void notify();
+  /// Claim one batch and run it on the calling thread; returns the number of jobs claimed.
+  std::size_t run_once();
+  /// Figures so far.
+  worker_stats stats() const;
+  /// The owner name used for claims.
+  const std::string& owner() const noexcept;
+
+private:
+  struct state;
+  std::shared_ptr<state> state_;
+};
+
+} // namespace casecore::jobs
