@@ -131,9 +131,6 @@ registration file_registry::register_staged(transaction& tx, std::string_view ca
   validate_file_name(name);
   if (!is_sha256_hex(blob.sha256) || blob.size == 0) raise(errc::invalid_argument, "staged blob is malformed");
   if (!tx.writable()) raise(errc::invalid_argument, "register_staged needs a write transaction");
-  lock_content(tx, blob.sha256);
-  if (!store_.exists(blob.sha256))
-    raise(errc::not_found, "blob " + blob.sha256 + " was swept before it was registered; stage the file again");
   const auto size = static_cast<std::int64_t>(blob.size);
   for (int round = 0; round < max_insert_select_rounds; ++round) {
     auto inserted = tx.exec(
@@ -141,10 +138,18 @@ registration file_registry::register_staged(transaction& tx, std::string_view ca
         "VALUES($1, $2, $3, $4, $2, $5, casecore_now_us()) "
         "ON CONFLICT (case_id, sha256, original_name) DO NOTHING RETURNING id, registered_by, registered_at",
         case_id, blob.sha256, name, size, tx.actor());
-    if (!inserted.empty())
+    if (!inserted.empty()) {
+      // The new row must not commit pointing at a blob a sweep removed since staging. Checked after
+      // the insert, under the content lock: a sweep that ran before us is seen here (blob missing →
+      // the whole transaction fails), a sweep after us waits for our commit and then sees the row.
+      lock_content(tx, blob.sha256);
+      if (!store_.exists(blob.sha256))
+        raise(errc::not_found, "blob " + blob.sha256 + " was swept before it was registered; stage the file again");
       return {registration_status::registered, inserted[0].get<std::int64_t>(0), blob.sha256, blob.size,
               inserted[0].get<std::string>(1), inserted[0].get<micros>(2)};
-    // The row exists (or existed a moment ago: if it was deleted since, the next insert wins).
+    }
+    // A duplicate needs no lock: the existing committed row already keeps the blob from the sweep.
+    // If that row vanished since the insert, the next round's insert wins.
     auto existing = tx.exec("SELECT id, registered_by, registered_at FROM casecore_files "
                             "WHERE case_id = $1 AND sha256 = $2 AND original_name = $3",
                             case_id, blob.sha256, name);
@@ -169,7 +174,7 @@ registration file_registry::register_path(std::string_view case_id, const std::f
     try {
       return db_.write([&](transaction& tx) { return register_staged(tx, case_id, staged, name); }, o);
     } catch (const not_found&) {
-      if (attempt >= 3) throw;
+      if (attempt >= 8) throw;
     }
   }
 }
