@@ -1,6 +1,229 @@
-// Placeholder: the feature's owner replaces this file.
+#include <casecore/file_registry.hpp>
+#include <casecore/hash.hpp>
 #include <casecore/migration.hpp>
 
-namespace casecore::detail {
-std::vector<migration> file_migrations() { return {}; }
-} // namespace casecore::detail
+#include <algorithm>
+#include <fstream>
+#include <istream>
+#include <vector>
+
+namespace casecore {
+
+namespace detail {
+std::vector<migration> file_migrations() {
+  return {
+      {"casecore.files", 1, "file registry",
+       "CREATE TABLE casecore_files("
+       " id {{id}}, case_id TEXT NOT NULL, sha256 TEXT NOT NULL, original_name TEXT NOT NULL,"
+       " size BIGINT NOT NULL, blob_key TEXT NOT NULL, registered_by TEXT NOT NULL, registered_at BIGINT NOT NULL,"
+       " CONSTRAINT casecore_files_identity UNIQUE(case_id, sha256, original_name));"
+       "CREATE INDEX casecore_files_blob ON casecore_files(blob_key);",
+       "", ""},
+  };
+}
+} // namespace detail
+
+namespace {
+
+constexpr int max_insert_select_rounds = 16;
+
+bool has_control(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+}
+
+void validate_case_id(std::string_view case_id) {
+  if (case_id.empty() || case_id.size() > 200 || has_control(case_id))
+    raise(errc::invalid_argument, "case id must be 1..200 bytes without control characters");
+}
+
+void validate_actor(std::string_view actor) {
+  if (actor.size() > 200 || has_control(actor)) raise(errc::invalid_argument, "actor must be at most 200 bytes without control characters");
+}
+
+// Serialises "is the blob there + insert the row" (registration) against "is the blob referenced +
+// remove it" (sweep) for one content. SQLite write transactions are already serial; on PostgreSQL a
+// transaction-scoped advisory lock keyed by the hash does it (released at commit/rollback, so it
+// cannot leak through a pooler the way a session lock would).
+void lock_content(transaction& tx, const std::string& sha) {
+  if (tx.dialect() != dialect::postgresql) return;
+  constexpr std::int64_t lock_class = 0x43464c45; // "CFLE": casecore file blobs
+  const auto object = static_cast<std::int32_t>(std::stoul(sha.substr(0, 8), nullptr, 16));
+  tx.exec("SELECT pg_advisory_xact_lock($1::int, $2::int)", lock_class, std::int64_t{object});
+}
+
+file_record to_record(const row_ref& r) {
+  return {r.get<std::int64_t>(0), r.get<std::string>(1), r.get<std::string>(2), r.get<std::string>(3),
+          r.get<std::uint64_t>(4), r.get<std::string>(5), r.get<std::string>(6), r.get<micros>(7)};
+}
+
+constexpr const char* record_columns =
+    "SELECT id, case_id, sha256, original_name, size, blob_key, registered_by, registered_at FROM casecore_files ";
+
+} // namespace
+
+void validate_file_name(std::string_view name) {
+  if (name.empty()) raise(errc::invalid_argument, "file name is empty");
+  if (name.size() > 255) raise(errc::invalid_argument, "file name is longer than 255 bytes");
+  if (has_control(name)) raise(errc::invalid_argument, "file name contains NUL or control characters");
+}
+
+std::string event_id(std::int64_t file_id, std::string_view position_or_content) {
+  sha256 h;
+  h.update("casecore.event\n");
+  h.update(std::to_string(file_id));
+  h.update("\n");
+  h.update(position_or_content);
+  return h.finish_hex().substr(0, 32);
+}
+
+file_registry::file_registry(database db, blob_store& store, file_registry_options options)
+    : db_(std::move(db)), store_(store), options_(options) {
+  if (options_.max_size == 0) raise(errc::invalid_argument, "file_registry max_size must be positive");
+  if (options_.chunk_size == 0 || options_.chunk_size > (64u << 20)) raise(errc::invalid_argument, "file_registry chunk_size must be 1 B..64 MiB");
+}
+
+staged_blob file_registry::stage_from(std::istream& in) {
+  auto writer = store_.open_writer();
+  try {
+    sha256 hash;
+    std::vector<char> buf(options_.chunk_size);
+    std::uint64_t total = 0;
+    // One pass: every chunk is hashed and written before the next is read; memory stays at one chunk.
+    while (in) {
+      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      const auto n = static_cast<std::size_t>(in.gcount());
+      if (n == 0) break;
+      total += n;
+      if (total > options_.max_size)
+        raise(errc::invalid_argument, "file is larger than the limit of " + std::to_string(options_.max_size) + " bytes");
+      const auto bytes = std::as_bytes(std::span(buf.data(), n));
+      hash.update(bytes);
+      writer->write(bytes);
+    }
+    if (in.bad()) raise(errc::invalid_argument, "reading the input failed");
+    if (total == 0) raise(errc::invalid_argument, "file is empty");
+    staged_blob out{hash.finish_hex(), total, false};
+    out.created = writer->commit(out.sha256);
+    return out;
+  } catch (...) {
+    writer->abort();
+    throw;
+  }
+}
+
+staged_blob file_registry::stage(std::istream& in) { return stage_from(in); }
+
+staged_blob file_registry::stage(const std::filesystem::path& path) {
+  std::error_code ec;
+  const auto st = std::filesystem::status(path, ec);
+  if (!std::filesystem::exists(st)) raise(errc::not_found, "no file at '" + path.string() + "'");
+  if (!std::filesystem::is_regular_file(st)) raise(errc::invalid_argument, "'" + path.string() + "' is not a regular file");
+  if (const auto size = std::filesystem::file_size(path, ec); !ec && size > options_.max_size)
+    raise(errc::invalid_argument, "file is larger than the limit of " + std::to_string(options_.max_size) + " bytes");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) raise(errc::invalid_argument, "cannot open '" + path.string() + "' for reading");
+  return stage_from(in);
+}
+
+registration file_registry::register_staged(transaction& tx, std::string_view case_id, const staged_blob& blob,
+                                            std::string_view name) {
+  validate_case_id(case_id);
+  validate_file_name(name);
+  if (!is_sha256_hex(blob.sha256) || blob.size == 0) raise(errc::invalid_argument, "staged blob is malformed");
+  if (!tx.writable()) raise(errc::invalid_argument, "register_staged needs a write transaction");
+  const auto size = static_cast<std::int64_t>(blob.size);
+  for (int round = 0; round < max_insert_select_rounds; ++round) {
+    auto inserted = tx.exec(
+        "INSERT INTO casecore_files(case_id, sha256, original_name, size, blob_key, registered_by, registered_at) "
+        "VALUES($1, $2, $3, $4, $2, $5, casecore_now_us()) "
+        "ON CONFLICT (case_id, sha256, original_name) DO NOTHING RETURNING id, registered_by, registered_at",
+        case_id, blob.sha256, name, size, tx.actor());
+    if (!inserted.empty()) {
+      // The new row must not commit pointing at a blob a sweep removed since staging. Checked after
+      // the insert, under the content lock: a sweep that ran before us is seen here (blob missing →
+      // the whole transaction fails), a sweep after us waits for our commit and then sees the row.
+      lock_content(tx, blob.sha256);
+      if (!store_.exists(blob.sha256))
+        raise(errc::not_found, "blob " + blob.sha256 + " was swept before it was registered; stage the file again");
+      return {registration_status::registered, inserted[0].get<std::int64_t>(0), blob.sha256, blob.size,
+              inserted[0].get<std::string>(1), inserted[0].get<micros>(2)};
+    }
+    // A duplicate needs no lock: the existing committed row already keeps the blob from the sweep.
+    // If that row vanished since the insert, the next round's insert wins.
+    auto existing = tx.exec("SELECT id, registered_by, registered_at FROM casecore_files "
+                            "WHERE case_id = $1 AND sha256 = $2 AND original_name = $3",
+                            case_id, blob.sha256, name);
+    if (!existing.empty())
+      return {registration_status::duplicate, existing[0].get<std::int64_t>(0), blob.sha256, blob.size,
+              existing[0].get<std::string>(1), existing[0].get<micros>(2)};
+  }
+  raise(errc::internal, "file registration: insert and select kept missing each other");
+}
+
+registration file_registry::register_path(std::string_view case_id, const std::filesystem::path& path,
+                                          std::string_view name, std::string_view actor) {
+  validate_case_id(case_id);
+  validate_file_name(name);
+  validate_actor(actor);
+  write_options o;
+  o.actor = std::string(actor);
+  // A sweep with a short grace period may remove the blob between staging and the insert; a path
+  // can be read again, so stage once more (a stream cannot, see register_stream).
+  for (int attempt = 1;; ++attempt) {
+    const auto staged = stage(path);
+    try {
+      return db_.write([&](transaction& tx) { return register_staged(tx, case_id, staged, name); }, o);
+    } catch (const not_found&) {
+      if (attempt >= 8) throw;
+    }
+  }
+}
+
+registration file_registry::register_stream(std::string_view case_id, std::istream& in, std::string_view name,
+                                            std::string_view actor) {
+  validate_case_id(case_id);
+  validate_file_name(name);
+  validate_actor(actor);
+  write_options o;
+  o.actor = std::string(actor);
+  const auto staged = stage(in);
+  return db_.write([&](transaction& tx) { return register_staged(tx, case_id, staged, name); }, o);
+}
+
+std::optional<file_record> file_registry::find(std::int64_t id) {
+  return db_.read([&](transaction& tx) -> std::optional<file_record> {
+    auto r = tx.exec(std::string(record_columns) + "WHERE id = $1", id);
+    if (r.empty()) return std::nullopt;
+    return to_record(r[0]);
+  });
+}
+
+std::vector<file_record> file_registry::files_of_case(std::string_view case_id) {
+  validate_case_id(case_id);
+  return db_.read([&](transaction& tx) {
+    std::vector<file_record> out;
+    for (auto r : tx.exec(std::string(record_columns) + "WHERE case_id = $1 ORDER BY id", case_id)) out.push_back(to_record(r));
+    return out;
+  });
+}
+
+std::size_t file_registry::sweep_orphans(std::chrono::milliseconds grace) {
+  if (grace.count() < 0) raise(errc::invalid_argument, "sweep grace period must not be negative");
+  const auto now_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const micros cutoff = now_us - static_cast<micros>(grace.count()) * 1000;
+  std::size_t removed = 0;
+  for (const auto& b : store_.list()) {
+    // Only content-addressed keys belong to the registry; blob time is only a hint (a registration
+    // re-checks the blob under the lock), so clock skew costs a re-stage, never a dangling row.
+    if (!is_sha256_hex(b.key) || b.modified_us > cutoff) continue;
+    const bool gone = db_.write([&](transaction& tx) {
+      lock_content(tx, b.key);
+      if (tx.query_optional<std::int64_t>("SELECT id FROM casecore_files WHERE blob_key = $1 LIMIT 1", b.key)) return false;
+      return store_.remove(b.key); // idempotent, so a retried transaction may run it again
+    });
+    if (gone) ++removed;
+  }
+  return removed;
+}
+
+} // namespace casecore

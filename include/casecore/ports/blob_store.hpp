@@ -1,0 +1,107 @@
+// casecore/ports/blob_store.hpp — where file content lives: a flat namespace of immutable blobs.
+//
+// A blob is written through a blob_writer (stream the bytes, then commit under a key) so the caller
+// can hash while writing and name the blob by its content only at the end. Blobs are write-once:
+// committing a key that already exists keeps the existing blob, discards the new bytes and reports
+// "not created" (content-addressed keys make both copies identical). A reader never sees a partial
+// blob: the local store writes a temporary file, fsyncs it, links it into place and fsyncs the
+// directory. A writer destroyed without commit leaves nothing behind.
+//
+// Implementing the port (for S3, Azure, ...): derive from blob_store / blob_writer and override the
+// protected do_* hooks; the public methods validate keys and writer state first, so hooks only see
+// valid input. Run casecore::testing::check_blob_store against it (testing/conformance.hpp).
+//
+// Thread safety: every blob_store method may be called from many threads (and processes, for
+// stores that are shared) at once; concurrent commits of one key create it exactly once. A
+// blob_writer belongs to one thread. Failure modes: not_found from get(); invalid_argument for a
+// malformed key or a writer used after commit; any I/O failure as errc::backend_error.
+#pragma once
+
+#include <casecore/value.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace casecore {
+
+/// One stored blob as list() reports it.
+struct blob_info {
+  std::string key;        ///< its key
+  std::uint64_t size = 0; ///< length in bytes
+  micros modified_us = 0; ///< last write or re-commit (the orphan sweep's grace period starts here)
+};
+
+/// Streams one new blob into a store; commit() publishes it atomically under a key.
+class blob_writer {
+public:
+  virtual ~blob_writer() = default;
+  /// Append bytes (invalid_argument after commit/abort).
+  void write(std::span<const std::byte> bytes);
+  /// Publish the bytes as `key`; true when created, false when the key already existed.
+  bool commit(std::string_view key);
+  /// Drop the bytes written so far (also done by the destructor of an uncommitted writer).
+  void abort() noexcept;
+  /// Bytes written so far.
+  std::uint64_t size() const noexcept { return size_; }
+
+protected:
+  /// Append bytes to the pending blob.
+  virtual void do_write(std::span<const std::byte> bytes) = 0;
+  /// Make the pending blob durable and visible as `key` unless it exists (then refresh its time).
+  virtual bool do_commit(const std::string& key) = 0;
+  /// Discard the pending blob; must not throw.
+  virtual void do_abort() noexcept = 0;
+
+private:
+  bool open_ = true;
+  std::uint64_t size_ = 0;
+};
+
+/// A store of immutable blobs addressed by key.
+class blob_store {
+public:
+  virtual ~blob_store() = default;
+  /// Start a new blob.
+  std::unique_ptr<blob_writer> open_writer();
+  /// Write `bytes` as `key` in one call; true when created.
+  bool put(std::string_view key, std::string_view bytes);
+  /// The whole content of `key` (not_found when absent).
+  std::string get(std::string_view key);
+  /// True when `key` is stored.
+  bool exists(std::string_view key);
+  /// Delete `key`; true when it existed.
+  bool remove(std::string_view key);
+  /// Every stored blob, in key order.
+  std::vector<blob_info> list();
+
+  /// True for keys a store must accept: 1..200 of [A-Za-z0-9_.-], not starting with '.'.
+  static bool valid_key(std::string_view key) noexcept;
+
+protected:
+  /// Hooks implementers override; keys are already validated.
+  virtual std::unique_ptr<blob_writer> do_open_writer() = 0;
+  virtual std::string do_get(const std::string& key) = 0;
+  virtual bool do_exists(const std::string& key) = 0;
+  virtual bool do_remove(const std::string& key) = 0;
+  virtual std::vector<blob_info> do_list() = 0;
+};
+
+/// Options of the local directory store.
+struct local_blob_store_options {
+  bool fsync = true; ///< fsync file and directory on commit (turn off only for throwaway data)
+};
+
+/// The default store: blobs as files under `dir` (objects/<2 hex>/<key>, temporaries in tmp/).
+/// Safe to share between processes on one host.
+std::unique_ptr<blob_store> make_local_blob_store(const std::filesystem::path& dir, local_blob_store_options options = {});
+
+/// A reference store in memory (tests, caches); shared by the threads of one process only.
+std::unique_ptr<blob_store> make_memory_blob_store();
+
+} // namespace casecore
