@@ -90,6 +90,7 @@ struct worker::state {
     wake_cv.wait_for(g, timeout, [&] { return wake_seq != seen || stopping.load(); });
   }
   void wake() {
+    if (opt.transport) opt.transport->notify(opt.topic);
     if (opt.notify) return opt.notify();
     {
       std::lock_guard g(wake_m);
@@ -192,6 +193,8 @@ struct worker::state {
   }
 
   void thread_main() {
+    // Subscribe before the first claim: the port's contract makes a later notify un-losable.
+    auto sub = opt.transport ? opt.transport->subscribe(opt.topic) : nullptr;
     while (!stopping) {
       std::size_t got = 0;
       try {
@@ -199,7 +202,10 @@ struct worker::state {
       } catch (const std::exception&) {
         got = 0; // transient database trouble: back off like an empty queue
       }
-      if (got == 0 && !stopping) wait(opt.poll);
+      if (got == 0 && !stopping) {
+        if (sub) sub->wait(opt.poll);
+        else wait(opt.poll);
+      }
     }
   }
 
@@ -292,6 +298,12 @@ void worker::stop() {
 }
 
 void worker::notify() { state_->wake(); }
+
+void notify_after_commit(transaction& tx, std::shared_ptr<task_transport> transport, std::string topic) {
+  if (!transport) raise(errc::invalid_argument, "notify_after_commit needs a transport");
+  if (!task_transport::valid_topic(topic)) raise(errc::invalid_argument, "invalid transport topic");
+  tx.after_commit([t = std::move(transport), topic = std::move(topic)] { t->notify(topic); });
+}
 
 std::size_t worker::run_once() { return state_->run_batch(); }
 

@@ -226,6 +226,54 @@ TEST_CASE("wake-up hooks are used and notify() wakes the worker") {
   CHECK_THROWS_AS(jobs::worker(db, [] { jobs::worker_options b; b.threads = 0; return b; }()), invalid_argument);
 }
 
+namespace {
+// The in-process transport, counting notifies.
+class counting_transport final : public task_transport {
+public:
+  std::atomic<int> notifies{0};
+
+protected:
+  void do_notify(const std::string& topic) override {
+    ++notifies;
+    inner_->notify(topic);
+  }
+  std::unique_ptr<task_subscription> do_subscribe(const std::string& topic) override { return inner_->subscribe(topic); }
+
+private:
+  std::unique_ptr<task_transport> inner_ = make_inprocess_task_transport();
+};
+} // namespace
+
+TEST_CASE("a worker on the task_transport port is woken by a committed enqueue, not by a rolled-back one") {
+  scratch_database s;
+  auto db = migrated("", &s);
+  make_tables(db);
+  auto transport = std::make_shared<counting_transport>();
+  jobs::worker_options o;
+  o.threads = 2;
+  o.poll = std::chrono::hours(1); // only a wake-up through the port can start the job in time
+  o.transport = transport;
+  jobs::worker w(db, o);
+  w.on_stage("iocs", [](jobs::job_context& c) { record_stage(c, "w"); });
+  w.start();
+  std::this_thread::sleep_for(50ms); // let the threads find the queue empty and sleep
+  CHECK_THROWS(db.write([&](transaction& tx) {
+    jobs::enqueue(tx, casescope.make("ioc-only", "file:rolled-back"));
+    jobs::notify_after_commit(tx, transport);
+    throw std::runtime_error("abort");
+  }));
+  CHECK(transport->notifies == 0);
+  db.write([&](transaction& tx) {
+    jobs::enqueue(tx, casescope.make("ioc-only", "file:2"));
+    jobs::notify_after_commit(tx, transport);
+  });
+  CHECK(transport->notifies == 1);
+  CHECK(wait_until([&] { return active(db) == 0; }));
+  w.stop();
+  CHECK(scalar(db, "SELECT count(*) FROM stage_runs") == 1);
+  CHECK_THROWS_AS(db.write([](transaction& tx) { jobs::notify_after_commit(tx, nullptr); }), invalid_argument);
+}
+
 CASECORE_CHILD(worker_process) {
   auto db = casecore::open(args.at(0));
   const bool victim = args.at(1) == "victim";

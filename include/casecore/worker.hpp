@@ -17,6 +17,7 @@
 #pragma once
 
 #include <casecore/job_queue.hpp>
+#include <casecore/ports/task_transport.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -81,7 +82,16 @@ struct worker_options {
   std::function<void(std::chrono::milliseconds)> wait_for_work;
   /// Wake sleepers (default: the in-process condition variable); called by notify() and stop().
   std::function<void()> notify;
+  /// Wake-ups through a task_transport port (in-process, Redis, ...), taking precedence over the two
+  /// hooks above: every thread subscribes to `topic` before it claims, so a notify that lands between
+  /// an empty claim and the wait is never lost; `poll` still bounds every wait.
+  std::shared_ptr<task_transport> transport;
+  /// The transport topic producers notify (see notify_after_commit).
+  std::string topic = "casecore.jobs";
 };
+
+/// After `tx` commits, tell workers listening on `topic` that work is ready (never on rollback).
+void notify_after_commit(transaction& tx, std::shared_ptr<task_transport> transport, std::string topic = "casecore.jobs");
 
 /// Figures of a worker since start.
 struct worker_stats {
