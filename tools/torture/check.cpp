@@ -26,10 +26,10 @@ struct op_row {
   std::int64_t n = 0;
 };
 
-// Records a violation: bumps its counter and keeps the first few examples.
+// Records a violation: bumps its counter and keeps the first few examples of each kind.
 void violation(report& out, const std::string& name, const std::string& example, std::int64_t n = 1) {
   out.invariants[name] += n;
-  if (out.problems.size() < 40) out.problems.push_back(name + ": " + example);
+  if (++out.figures["examples." + name] <= 3) out.problems.push_back(name + ": " + example);
 }
 
 write_options finishing() {

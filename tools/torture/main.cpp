@@ -125,7 +125,7 @@ private:
 void run_restart(const std::string& cmd, torture::report& rep) {
   std::fprintf(stderr, "torture: running restart command: %s\n", cmd.c_str());
   const int rc = std::system(cmd.c_str());
-  if (rc == 0) ++rep.figures["server_restarts"];
+  if (rc == 0) ++rep.figures["restart_commands_run"];
   else {
     rep.invariants["restart_command_failed"] += 1;
     rep.problems.push_back("restart command exited with " + std::to_string(rc));
@@ -186,7 +186,8 @@ void print(const torture::report& rep, const options& o, const torture::worker_c
   std::printf("casecore-torture run %s: %d processes x %d threads x %.0f s, kill every %.1f s, fault rate %.3f\n",
               cfg.run.c_str(), o.processes, o.threads, o.seconds, o.kill_every, o.fault_rate);
   std::printf("\nfigures\n");
-  for (const auto& [k, v] : rep.figures) std::printf("  %-44s %12llu\n", k.c_str(), static_cast<unsigned long long>(v));
+  for (const auto& [k, v] : rep.figures)
+    if (k.rfind("examples.", 0) != 0) std::printf("  %-44s %12llu\n", k.c_str(), static_cast<unsigned long long>(v));
   std::printf("\ninvariants (violations, all must be 0)\n");
   for (const auto& [k, v] : rep.invariants) std::printf("  %-44s %12lld%s\n", k.c_str(), static_cast<long long>(v), v ? "  <-- BROKEN" : "");
   for (const auto& p : rep.problems) std::printf("  ! %s\n", p.c_str());
