@@ -12,7 +12,9 @@ if [ -z "${CASECORE_TEST_PG_URL:-}" ]; then
   pgdir=$(mktemp -d "${TMPDIR:-/tmp}/casecore-pg-XXXXXX")
   trap 'scripts/pg-cluster.sh stop "$pgdir" >/dev/null 2>&1 || true; rm -rf "$pgdir"' EXIT
   CASECORE_TEST_PG_URL=$(scripts/pg-cluster.sh start "$pgdir")
-  export CASECORE_TEST_PG_URL
+  # The torture test restarts this throwaway server mid-run (scripts/pg-cluster.sh restart DIR).
+  CASECORE_TEST_PG_DIR=$pgdir
+  export CASECORE_TEST_PG_URL CASECORE_TEST_PG_DIR
 fi
 echo "test: preset $preset, PostgreSQL at $CASECORE_TEST_PG_URL"
 ctest --preset "$preset"
