@@ -107,7 +107,7 @@ public:
   /// Print the table.
   void print() const {
     std::printf("\ninvariant report\n");
-    for (const auto& r : rows_) std::printf("  [%s] %-50s %s\n", r.ok ? " OK " : "FAIL", r.name.c_str(), r.detail.c_str());
+    for (const auto& r : rows_) std::printf("  [%s] %-56s %s\n", r.ok ? " OK " : "FAIL", r.name.c_str(), r.detail.c_str());
     std::printf("%s: %zu of %zu invariants hold\n", failed_ ? "BROKEN" : "ALL OK", rows_.size() - failed_, rows_.size());
   }
   /// 0 when every invariant holds, 1 otherwise.
