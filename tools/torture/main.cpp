@@ -122,9 +122,13 @@ private:
   int started_ = 0;
 };
 
-void run_restart(const std::string& cmd, torture::report& rep) {
+// Runs on its own thread; returns the exit status so only the driving thread touches the report.
+int run_restart(const std::string& cmd) {
   std::fprintf(stderr, "torture: running restart command: %s\n", cmd.c_str());
-  const int rc = std::system(cmd.c_str());
+  return std::system(cmd.c_str());
+}
+
+void record_restart(int rc, torture::report& rep) {
   if (rc == 0) ++rep.figures["restart_commands_run"];
   else {
     rep.invariants["restart_command_failed"] += 1;
@@ -141,6 +145,7 @@ void drive(const options& o, const torture::worker_config& base, torture::report
   auto next_kill = o.kill_every > 0 ? start + static_cast<std::int64_t>(o.kill_every * 1000) : INT64_MAX;
   bool restarted = o.restart_cmd.empty();
   std::optional<std::thread> restarter;
+  int restart_rc = 0;
   // Leave the last second alone: a replacement needs time to start before the deadline.
   while (now_ms() < base.deadline_ms - 1000) {
     if (now_ms() >= next_kill) {
@@ -149,11 +154,14 @@ void drive(const options& o, const torture::worker_config& base, torture::report
     }
     if (!restarted && now_ms() >= restart_at) {
       restarted = true;
-      restarter.emplace([&] { run_restart(o.restart_cmd, rep); });
+      restarter.emplace([&] { restart_rc = run_restart(o.restart_cmd); });
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  if (restarter) restarter->join();
+  if (restarter) {
+    restarter->join();
+    record_restart(restart_rc, rep);
+  }
   sup.reap();
 }
 
