@@ -152,6 +152,15 @@ std::int64_t current(transaction& tx, std::string_view name, std::string_view sc
       .value_or(0);
 }
 
+std::vector<entry> list(transaction& tx, std::string_view name) {
+  if (!name.empty()) check_name(name);
+  std::vector<entry> out;
+  for (auto r : tx.exec("SELECT name, scope, value FROM casecore_counters WHERE $1 = '' OR name = $1 ORDER BY name, scope",
+                        name))
+    out.push_back({r.get<std::string>(0), r.get<std::string>(1), r.get<std::int64_t>(2)});
+  return out;
+}
+
 std::int64_t seed_from_max(transaction& tx, std::string_view name, std::string_view scope, std::int64_t value) {
   check_name(name);
   check_scope(scope);

@@ -115,13 +115,7 @@ constexpr std::string_view job_columns =
     "created_at, finished_at";
 
 job_state parse_state(const std::string& s) {
-  static const std::array<std::pair<std::string_view, job_state>, 5> names{{{"queued", job_state::queued},
-                                                                              {"running", job_state::running},
-                                                                              {"succeeded", job_state::succeeded},
-                                                                              {"failed", job_state::failed},
-                                                                              {"cancelled", job_state::cancelled}}};
-  for (const auto& [n, st] : names)
-    if (n == s) return st;
+  if (auto st = state_from_string(s)) return *st;
   raise(errc::internal, "unknown job state '" + s + "'");
 }
 
@@ -379,6 +373,12 @@ std::vector<job> claim_limited(transaction& tx, const claim_options& o) {
 
 } // namespace
 
+std::optional<job_state> state_from_string(std::string_view name) noexcept {
+  for (auto st : {job_state::queued, job_state::running, job_state::succeeded, job_state::failed, job_state::cancelled})
+    if (to_string(st) == name) return st;
+  return std::nullopt;
+}
+
 std::string_view to_string(job_state s) noexcept {
   switch (s) {
     case job_state::queued: return "queued";
@@ -591,6 +591,28 @@ bool cancel(database& db, std::int64_t id) {
   });
 }
 
+job retry(database& db, std::int64_t id) {
+  db.write([&](transaction& tx) {
+    auto r = tx.exec(tx.dialect() == dialect::postgresql
+                         ? "SELECT state, operation, subject FROM casecore_jobs WHERE id = $1 FOR UPDATE"
+                         : "SELECT state, operation, subject FROM casecore_jobs WHERE id = $1",
+                     id);
+    if (r.empty()) throw not_found("job " + std::to_string(id) + " does not exist");
+    const auto state = r[0].get<std::string>(0);
+    if (state != "failed" && state != "cancelled")
+      throw invalid_transition("job " + std::to_string(id) + " is " + state + ": only failed or cancelled jobs can be retried");
+    // The partial unique index would refuse the update anyway; checking first gives the operator the other job's id.
+    if (auto other = tx.query_optional<std::int64_t>(
+            "SELECT id FROM casecore_jobs WHERE operation = $1 AND subject = $2 AND state IN ('queued', 'running')",
+            r[0].get<std::string>(1), r[0].get<std::string>(2)))
+      throw already_exists("job " + std::to_string(*other) + " is already active for the same operation and subject");
+    tx.exec("UPDATE casecore_jobs SET state = 'queued', attempts = 0, run_at = casecore_now_us(), finished_at = 0, "
+            "cancel_requested = 0, lease_owner = '', lease_expires_at = 0 WHERE id = $1",
+            id);
+  });
+  return *get(db, id);
+}
+
 std::size_t reclaim_expired(database& db) {
   return static_cast<std::size_t>(db.write([](transaction& tx) {
     return tx.exec(
@@ -626,6 +648,18 @@ std::optional<job> get(database& db, std::int64_t id) {
     auto r = tx.exec(q, id);
     if (r.empty()) return std::nullopt;
     return to_job(r[0]);
+  });
+}
+
+std::vector<job> list(database& db, std::optional<job_state> state, std::size_t limit) {
+  if (limit < 1 || limit > 10000) raise(errc::invalid_argument, "job list limit must be 1..10000");
+  return db.read([&](transaction& tx) {
+    static const std::string q =
+        sql({"SELECT ", job_columns, " FROM casecore_jobs WHERE $1 = '' OR state = $1 ORDER BY id DESC LIMIT $2"});
+    std::vector<job> out;
+    for (auto r : tx.exec(q, state ? to_string(*state) : std::string_view{}, static_cast<std::int64_t>(limit)))
+      out.push_back(to_job(r));
+    return out;
   });
 }
 

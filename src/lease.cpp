@@ -131,6 +131,23 @@ bool release(database& db, const grant& held) {
   return r.affected() > 0;
 }
 
+info force_release(database& db, std::string_view name) {
+  check_name(name);
+  return db.write([&](transaction& tx) {
+    // Lock the row first so the reported holder is the one whose lease this call ended.
+    auto r = tx.exec(tx.dialect() == dialect::postgresql
+                         ? "SELECT name, owner, token, expires_at, acquired_at, casecore_now_us() FROM casecore_leases "
+                           "WHERE name = $1 FOR UPDATE"
+                         : "SELECT name, owner, token, expires_at, acquired_at, casecore_now_us() FROM casecore_leases "
+                           "WHERE name = $1",
+                     name);
+    if (r.empty()) throw not_found("lease '" + std::string(name) + "' was never acquired");
+    auto before = to_info(r[0], r[0].get<micros>(5));
+    tx.exec("UPDATE casecore_leases SET expires_at = 0 WHERE name = $1", name);
+    return before;
+  });
+}
+
 void check(transaction& tx, std::string_view name, std::int64_t token) {
   check_name(name);
   // On PostgreSQL FOR SHARE keeps a concurrent takeover (an UPDATE of the row) waiting until the

@@ -1,8 +1,13 @@
 // Runs the built `casecore` binary against a scratch database of the selected backend.
 #ifdef CASECORE_CLI_PATH
 
+#include <casecore/counter.hpp>
+#include <casecore/file_registry.hpp>
+#include <casecore/job_queue.hpp>
+#include <casecore/lease.hpp>
 #include <casecore/migration.hpp>
 #include <casecore/outbox.hpp>
+#include <casecore/url.hpp>
 #include <casecore/testing/fixture.hpp>
 #include <doctest/doctest.h>
 
@@ -11,14 +16,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
+#include <numeric>
 #include <sstream>
 
 extern char** environ;
 
 using namespace casecore;
 using casecore::testing::scratch_database;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -37,18 +45,22 @@ std::string slurp(const std::filesystem::path& p) {
 /// A started CLI process whose stdout/stderr go to files.
 class cli_process {
 public:
-  cli_process(const std::vector<std::string>& args, const std::filesystem::path& dir) {
+  cli_process(const std::vector<std::string>& args, const std::filesystem::path& dir)
+      : cli_process(CASECORE_CLI_PATH, args, dir) {}
+  /// Run `program` (the CLI, or /bin/sh driving it) with `args`.
+  cli_process(const std::string& program, const std::vector<std::string>& args, const std::filesystem::path& dir) {
     static std::atomic<int> counter{0};
     const auto tag = std::to_string(::getpid()) + "-" + std::to_string(counter++);
     out_ = dir / ("cli-" + tag + ".out");
     err_ = dir / ("cli-" + tag + ".err");
-    std::vector<std::string> argv_s{CASECORE_CLI_PATH};
+    std::vector<std::string> argv_s{program};
     argv_s.insert(argv_s.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (auto& a : argv_s) argv.push_back(a.data());
     argv.push_back(nullptr);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 1, out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     posix_spawn_file_actions_addopen(&fa, 2, err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     const int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
@@ -73,6 +85,21 @@ private:
 cli_result cli(const scratch_database& s, std::vector<std::string> args) {
   args.insert(args.begin(), {"--db", s.url()});
   return cli_process(args, s.folder()).wait();
+}
+
+bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+std::vector<std::string> lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
+database migrated(const scratch_database& s) {
+  auto db = s.open();
+  migrate(db);
+  return db;
 }
 
 } // namespace
@@ -172,6 +199,296 @@ TEST_CASE("cli: several processes migrate and read at once") {
     CHECK_MESSAGE(r.err.empty(), r.err);
     if (i + 1 == procs.size()) CHECK(r.out == "1\n");
   }
+}
+
+TEST_CASE("cli: counter next and show, plain and JSON") {
+  scratch_database s;
+  auto db = migrated(s);
+  auto r = cli(s, {"counter", "next", "wo", "--scope", "2025"});
+  CHECK(r.code == 0);
+  CHECK(r.out == "1\n");
+  CHECK(r.err.empty());
+  r = cli(s, {"counter", "next", "wo", "--scope", "2025", "--format", "WO-{scope}-{n:05}"});
+  CHECK(r.out == "WO-2025-00002\n");
+  r = cli(s, {"--json", "counter", "next", "wo", "--scope", "2025", "--format", "WO-{n}"});
+  CHECK(r.out == "{\"name\":\"wo\",\"scope\":\"2025\",\"number\":3,\"formatted\":\"WO-3\"}\n");
+  r = cli(s, {"counter", "next", "inv", "--json"});
+  CHECK(r.out == "{\"name\":\"inv\",\"scope\":\"\",\"number\":1}\n");
+  db.read([](transaction& tx) { CHECK(counter::current(tx, "wo", "2025") == 3); });
+
+  r = cli(s, {"counter", "show"});
+  CHECK(r.code == 0);
+  CHECK(r.out == "name\tscope\tvalue\ninv\t\t1\nwo\t2025\t3\n");
+  r = cli(s, {"counter", "show", "wo", "--json"});
+  CHECK(r.out == "[{\"name\":\"wo\",\"scope\":\"2025\",\"value\":3}]\n");
+  r = cli(s, {"counter", "show", "--scope", ""});
+  CHECK(r.out == "name\tscope\tvalue\ninv\t\t1\n");
+  r = cli(s, {"counter", "show", "wo", "--scope", "2024"});
+  CHECK(r.code == 4);
+  CHECK(has(r.err, "[not_found]"));
+  CHECK(r.out.empty());
+  r = cli(s, {"counter", "show", "nope"});
+  CHECK(r.code == 4);
+
+  // Bad input: typed error, exit 2, no number burnt.
+  r = cli(s, {"counter", "next", ""});
+  CHECK(r.code == 2);
+  CHECK(has(r.err, "[invalid_argument]"));
+  r = cli(s, {"counter", "next", "wo", "--scope", "2025", "--format", "{bogus}"});
+  CHECK(r.code == 2);
+  r = cli(s, {"counter", "next", std::string(129, 'x')});
+  CHECK(r.code == 2);
+  r = cli(s, {"counter"});
+  CHECK(r.code == 2);
+  db.read([](transaction& tx) { CHECK(counter::current(tx, "wo", "2025") == 3); });
+}
+
+TEST_CASE("cli: counter next from 8 processes at once is unique and gapless") {
+  scratch_database s;
+  auto db = migrated(s);
+  constexpr int procs = 8, per = 8;
+  // Each shell runs the CLI `per` times back to back, so the 8 streams overlap for their whole run.
+  const std::string loop = "i=0; while [ $i -lt " + std::to_string(per) +
+                           " ]; do \"$0\" --db \"$1\" counter next wo --scope 2025 || exit 1; i=$((i+1)); done";
+  std::vector<cli_process> running;
+  for (int p = 0; p < procs; ++p)
+    running.emplace_back("/bin/sh", std::vector<std::string>{"-c", loop, CASECORE_CLI_PATH, s.url()}, s.folder());
+  std::vector<std::int64_t> numbers;
+  for (auto& p : running) {
+    const auto r = p.wait();
+    CHECK(r.code == 0);
+    CHECK_MESSAGE(r.err.empty(), r.err);
+    for (const auto& l : lines(r.out)) numbers.push_back(std::stoll(l));
+  }
+  REQUIRE(numbers.size() == static_cast<std::size_t>(procs * per));
+  std::sort(numbers.begin(), numbers.end());
+  std::vector<std::int64_t> expected(numbers.size());
+  std::iota(expected.begin(), expected.end(), 1);
+  CHECK(numbers == expected); // no repeat, no gap
+  db.read([&](transaction& tx) { CHECK(counter::current(tx, "wo", "2025") == procs * per); });
+}
+
+TEST_CASE("cli: file register and list, plain and JSON") {
+  scratch_database s;
+  auto db = migrated(s);
+  const auto upload = s.folder() / "report.pdf";
+  std::ofstream(upload) << "hello";
+  const auto blobs = (s.folder() / "blobs").string();
+  auto r = cli(s, {"file", "register", "case-1", upload.string(), "--blobs", blobs, "--actor", "alice"});
+  CHECK(r.code == 0);
+  CHECK_MESSAGE(r.err.empty(), r.err);
+  const std::string sha = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+  CHECK(r.out == "registered 1 " + sha + "\n");
+  CHECK(std::filesystem::exists(std::filesystem::path(blobs) / "objects" / sha.substr(0, 2) / sha));
+  r = cli(s, {"file", "register", "case-1", upload.string(), "--blobs", blobs, "--actor", "bob"});
+  CHECK(r.code == 0);
+  CHECK(r.out.starts_with("duplicate 1 " + sha + "\nfirst registered by alice at "));
+  r = cli(s, {"--json", "file", "register", "case-1", upload.string(), "--blobs", blobs, "--name", "copy.pdf"});
+  CHECK(r.code == 0);
+  // A new name for the same content is a new row (ids need not be dense: the duplicate's insert used one up).
+  CHECK(r.out.starts_with("{\"status\":\"registered\",\"id\":"));
+  CHECK(has(r.out, ",\"sha256\":\"" + sha + "\",\"size\":5,\"registered_by\":\"cli"));
+
+  r = cli(s, {"file", "list", "case-1"});
+  CHECK(r.code == 0);
+  auto rows = lines(r.out);
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[0] == "id\tsha256\tsize\tname\tregistered_by\tregistered_at");
+  CHECK(rows[1].starts_with("1\t" + sha + "\t5\treport.pdf\talice\t20"));
+  CHECK(has(rows[2], "\t" + sha + "\t5\tcopy.pdf\t"));
+  r = cli(s, {"file", "list", "case-1", "--json"});
+  CHECK(r.out.starts_with("[{\"id\":1,\"case\":\"case-1\",\"name\":\"report.pdf\",\"sha256\":\"" + sha + "\",\"size\":5,\"registered_by\":\"alice\""));
+  r = cli(s, {"file", "list", "case-2", "--json"});
+  CHECK(r.out == "[]\n");
+
+  r = cli(s, {"file", "register", "case-1", (s.folder() / "missing").string(), "--blobs", blobs});
+  CHECK(r.code == 4);
+  CHECK(has(r.err, "[not_found]"));
+  r = cli(s, {"file", "register", "", upload.string(), "--blobs", blobs});
+  CHECK(r.code == 2);
+  r = cli(s, {"file", "register", "case-1", upload.string(), "--blobs", blobs, "--name", "bad\nname"});
+  CHECK(r.code == 2);
+  r = cli(s, {"file", "register", "case-1"});
+  CHECK(r.code == 2);
+  CHECK(db.read([](transaction& tx) { return tx.query_one<std::int64_t>("SELECT count(*) FROM casecore_files"); }) == 2);
+
+  if (s.kind() == casecore::testing::backend_kind::sqlite) {
+    // Default blob folder: <stem>.blobs beside the SQLite file.
+    r = cli(s, {"file", "register", "case-3", upload.string()});
+    CHECK(r.code == 0);
+    const auto db_file = std::filesystem::path(parse_url(s.url()).target);
+    CHECK(std::filesystem::exists(db_file.parent_path() / (db_file.stem().string() + ".blobs") / "objects" / sha.substr(0, 2) / sha));
+  }
+}
+
+TEST_CASE("cli: lease list and release, by holder and forced") {
+  scratch_database s;
+  auto db = migrated(s);
+  auto a = lease::try_acquire(db, "case:1:reindex", "alice", 60s);
+  auto b = lease::try_acquire(db, "case:2:reindex", "bob", 60s);
+  REQUIRE(a);
+  REQUIRE(b);
+  auto r = cli(s, {"lease", "list"});
+  CHECK(r.code == 0);
+  auto rows = lines(r.out);
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[0] == "name\towner\ttoken\theld\texpires_at\tacquired_at");
+  CHECK(rows[1].starts_with("case:1:reindex\talice\t1\tyes\t20"));
+  r = cli(s, {"lease", "list", "--prefix", "case:2:", "--json"});
+  CHECK(r.out.starts_with("[{\"name\":\"case:2:reindex\",\"owner\":\"bob\",\"token\":1,\"held\":true,"));
+  CHECK(lines(r.out).size() == 1);
+
+  // Release by the holder's owner and token.
+  r = cli(s, {"lease", "release", "case:1:reindex", "--owner", "alice", "--token", "2"});
+  CHECK(r.code == 5);
+  CHECK(has(r.err, "[lease_lost]"));
+  CHECK(has(r.err, "last holder alice, token 1, held"));
+  r = cli(s, {"lease", "release", "case:1:reindex", "--owner", "alice", "--token", "1"});
+  CHECK(r.code == 0);
+  CHECK(r.out == "released case:1:reindex\n");
+  r = cli(s, {"lease", "release", "case:1:reindex", "--owner", "alice", "--token", "1", "--json"});
+  CHECK(r.code == 5); // already released
+  r = cli(s, {"lease", "release", "never", "--owner", "x", "--token", "1"});
+  CHECK(r.code == 4);
+
+  // Forcing needs the name twice (or --yes) and reports the holder.
+  r = cli(s, {"lease", "release", "case:2:reindex", "--force"});
+  CHECK(r.code == 2);
+  CHECK(has(r.err, "--confirm"));
+  r = cli(s, {"lease", "release", "case:2:reindex", "--force", "--confirm", "case:2:other"});
+  CHECK(r.code == 2);
+  r = cli(s, {"lease", "release", "case:2:reindex", "--force", "--owner", "bob", "--token", "1"});
+  CHECK(r.code == 2);
+  r = cli(s, {"lease", "release", "case:2:reindex"});
+  CHECK(r.code == 2);
+  CHECK(lease::inspect(db, "case:2:reindex")->held);
+  r = cli(s, {"lease", "release", "case:2:reindex", "--force", "--confirm", "case:2:reindex"});
+  CHECK(r.code == 0);
+  CHECK(r.out.starts_with("force-released case:2:reindex: it was held by bob (token 1, until 20"));
+  CHECK(has(r.out, "warning: bob may still be running"));
+  CHECK_FALSE(lease::inspect(db, "case:2:reindex")->held);
+  CHECK_THROWS_AS(db.write([&](transaction& tx) { lease::check(tx, "case:2:reindex", b->token); }), lease_lost);
+  r = cli(s, {"--json", "lease", "release", "case:2:reindex", "--force", "--yes"});
+  CHECK(r.code == 0);
+  CHECK(r.out.starts_with("{\"name\":\"case:2:reindex\",\"forced\":true,\"was_held\":false,\"owner\":\"bob\",\"token\":1,"));
+  r = cli(s, {"lease", "release", "never", "--force", "--yes"});
+  CHECK(r.code == 4);
+}
+
+TEST_CASE("cli: job list, show, retry, cancel and stats") {
+  scratch_database s;
+  auto db = migrated(s);
+  jobs::job_spec f;
+  f.operation = "full";
+  f.subject = "file:1";
+  f.stages = {"count", "index", "rules"};
+  f.max_attempts = 1;
+  const auto failed_id = jobs::enqueue(db, f).id;
+  jobs::claim_options w;
+  w.owner = "worker-1";
+  auto j = jobs::claim(db, w).at(0);
+  db.write([&](transaction& tx) { jobs::complete_stage(tx, {j.id, j.lease_epoch}, 0, tx.now_us()); });
+  jobs::fail(db, {j.id, j.lease_epoch}, 1, "index broke");
+  jobs::job_spec q;
+  q.operation = "full";
+  q.subject = "file:2";
+  const auto queued_id = jobs::enqueue(db, q).id;
+
+  auto r = cli(s, {"job", "list"});
+  CHECK(r.code == 0);
+  auto rows = lines(r.out);
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[0] == "id\tstate\tstage\tattempts\toperation\tsubject\tcreated_at\tlast_error");
+  CHECK(rows[1].starts_with(std::to_string(queued_id) + "\tqueued\trun\t0/5\tfull\tfile:2\t20"));
+  CHECK(rows[2].starts_with(std::to_string(failed_id) + "\tfailed\tindex\t1/1\tfull\tfile:1\t"));
+  CHECK(rows[2].ends_with("\tindex broke"));
+  r = cli(s, {"job", "list", "--state", "failed", "--json"});
+  CHECK(r.code == 0);
+  CHECK(r.out.starts_with("[{\"id\":" + std::to_string(failed_id) + ",\"operation\":\"full\",\"subject\":\"file:1\",\"state\":\"failed\","
+                          "\"stages\":[\"count\",\"index\",\"rules\"],\"current_stage\":1,"));
+  CHECK(lines(r.out).size() == 1);
+  r = cli(s, {"job", "list", "--limit", "1", "--json"});
+  CHECK(r.out.starts_with("[{\"id\":" + std::to_string(queued_id) + ","));
+  r = cli(s, {"job", "list", "--state", "done"});
+  CHECK(r.code == 2);
+  CHECK(has(r.err, "[invalid_argument]"));
+  r = cli(s, {"job", "list", "--limit", "0"});
+  CHECK(r.code == 2);
+
+  r = cli(s, {"job", "show", std::to_string(failed_id)});
+  CHECK(r.code == 0);
+  CHECK(has(r.out, "state     failed\n"));
+  CHECK(has(r.out, "stage     index (1/3)\n"));
+  CHECK(has(r.out, "error     index broke\n"));
+  CHECK(has(r.out, "\n0\tcount\tsucceeded\t1\t20"));
+  CHECK(has(r.out, "\n1\tindex\tfailed\t1\t20"));
+  CHECK(has(r.out, "\tindex broke\n"));
+  CHECK(has(r.out, "\n2\trules\tpending\t0\t-\t-\t\n"));
+  r = cli(s, {"job", "show", std::to_string(failed_id), "--json"});
+  CHECK(r.out.starts_with("{\"job\":{\"id\":" + std::to_string(failed_id) + ","));
+  CHECK(has(r.out, "\"stages\":[{\"stage\":\"count\",\"position\":0,\"state\":\"succeeded\",\"attempts\":1,"));
+  CHECK(has(r.out, "{\"stage\":\"index\",\"position\":1,\"state\":\"failed\",\"attempts\":1,"));
+  CHECK(has(r.out, "\"error\":\"index broke\"}]}"));
+  r = cli(s, {"job", "show", "999999"});
+  CHECK(r.code == 4);
+  CHECK(has(r.err, "[not_found]"));
+  r = cli(s, {"job", "show", "abc"});
+  CHECK(r.code == 2);
+
+  r = cli(s, {"job", "stats"});
+  CHECK(r.code == 0);
+  CHECK(has(r.out, "state queued 1\nstate running 0\nstate succeeded 0\nstate failed 1\nstate cancelled 0\n"));
+  CHECK(has(r.out, "stage run 1\n"));
+  CHECK(has(r.out, "ready 1\n"));
+  r = cli(s, {"job", "stats", "--json"});
+  CHECK(r.out.starts_with("{\"by_state\":{\"failed\":1,\"queued\":1},\"active_by_stage\":{\"run\":1},\"ready\":1,"));
+  CHECK(r.out.ends_with(",\"stuck\":[]}\n"));
+
+  r = cli(s, {"job", "retry", std::to_string(failed_id)});
+  CHECK(r.code == 0);
+  CHECK(r.out == "requeued job " + std::to_string(failed_id) + " at stage index (1/3)\n");
+  auto back = jobs::get(db, failed_id);
+  CHECK(back->state == jobs::job_state::queued);
+  CHECK(back->current_stage == 1);
+  CHECK(back->attempts == 0);
+  r = cli(s, {"job", "retry", std::to_string(failed_id)});
+  CHECK(r.code == 5);
+  CHECK(has(r.err, "[invalid_transition]"));
+  r = cli(s, {"job", "retry", "999999"});
+  CHECK(r.code == 4);
+
+  r = cli(s, {"job", "cancel", std::to_string(queued_id)});
+  CHECK(r.code == 0);
+  CHECK(r.out == "cancelled job " + std::to_string(queued_id) + "\n");
+  r = cli(s, {"job", "cancel", std::to_string(queued_id)});
+  CHECK(r.code == 5);
+  CHECK(has(r.err, "is cancelled"));
+  r = cli(s, {"job", "cancel", "999999"});
+  CHECK(r.code == 4);
+  auto running = jobs::claim(db, w).at(0);
+  CHECK(running.id == failed_id);
+  r = cli(s, {"job", "cancel", std::to_string(failed_id), "--json"});
+  CHECK(r.code == 0);
+  CHECK(r.out == "{\"id\":" + std::to_string(failed_id) + ",\"state\":\"running\",\"cancel_requested\":true}\n");
+  r = cli(s, {"--json", "job", "retry", std::to_string(queued_id)});
+  CHECK(r.code == 0);
+  CHECK(has(r.out, "\"state\":\"queued\""));
+}
+
+TEST_CASE("cli: new commands report bad URLs, unavailable and unmigrated databases") {
+  scratch_database s;
+  for (const auto& cmd : std::vector<std::vector<std::string>>{{"counter", "show"}, {"file", "list", "c"}, {"lease", "list"}, {"job", "stats"}}) {
+    auto args = cmd;
+    args.insert(args.begin(), {"--db", "nosuch://x"});
+    auto r = cli_process(args, s.folder()).wait();
+    CHECK(r.code == 2);
+    CHECK(has(r.err, "[bad_url]"));
+    r = cli(s, cmd); // not migrated yet
+    CHECK(r.code == 1);
+    CHECK(has(r.err, "run `casecore migrate` first"));
+  }
+  auto r = cli_process({"--db", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2", "counter", "next", "x"}, s.folder()).wait();
+  CHECK(r.code == 3);
 }
 
 #endif

@@ -106,6 +106,27 @@ TEST_CASE("reserve hands out a block and current reads the last number") {
   });
 }
 
+TEST_CASE("list shows every counter, or every scope of one name, by (name, scope)") {
+  scratch_database s;
+  auto db = migrated(s);
+  db.read([](transaction& tx) { CHECK(counter::list(tx).empty()); });
+  db.write([](transaction& tx) {
+    counter::reserve(tx, "wo", "2025", 7);
+    counter::next(tx, "wo", "2024");
+    counter::next(tx, "inv");
+  });
+  db.read([](transaction& tx) {
+    const auto all = counter::list(tx);
+    REQUIRE(all.size() == 3);
+    CHECK((all[0].name == "inv" && all[0].scope.empty() && all[0].value == 1));
+    CHECK((all[1].name == "wo" && all[1].scope == "2024" && all[1].value == 1));
+    CHECK((all[2].name == "wo" && all[2].scope == "2025" && all[2].value == 7));
+    CHECK(counter::list(tx, "wo").size() == 2);
+    CHECK(counter::list(tx, "nope").empty());
+    CHECK_THROWS_AS(counter::list(tx, std::string(129, 'x')), invalid_argument);
+  });
+}
+
 TEST_CASE("seeding from a legacy maximum never goes backwards") {
   scratch_database s;
   auto db = migrated(s);

@@ -244,6 +244,82 @@ TEST_CASE("cancellation ends a queued job at once and asks a running one to stop
   CHECK(jobs::enqueue(db, spec("op", "b")).created); // no longer active
 }
 
+TEST_CASE("retry requeues a failed or cancelled job at the stage where it stopped, once") {
+  scratch_database s;
+  auto db = migrated(s);
+  auto sp = spec("full", "file:1", {"count", "index", "rules"});
+  sp.max_attempts = 1;
+  auto e = jobs::enqueue(db, sp);
+  auto j = jobs::claim(db, claimer("w")).at(0);
+  db.write([&](transaction& tx) { jobs::complete_stage(tx, {j.id, j.lease_epoch}, 0, 0); });
+  CHECK(jobs::fail(db, {j.id, j.lease_epoch}, 1, "index broke") == jobs::job_state::failed);
+
+  auto r = jobs::retry(db, e.id);
+  CHECK(r.state == jobs::job_state::queued);
+  CHECK(r.current_stage == 1);
+  CHECK(r.attempts == 0);
+  CHECK(r.finished_at == 0);
+  CHECK(r.last_error == "index broke");
+  CHECK_THROWS_AS(jobs::retry(db, e.id), invalid_transition); // queued now
+  CHECK_THROWS_AS(jobs::retry(db, 999999), not_found);
+  auto again = jobs::claim(db, claimer("w")).at(0);
+  CHECK(again.id == e.id);
+  CHECK(again.current_stage == 1);
+  CHECK_THROWS_AS(jobs::retry(db, e.id), invalid_transition); // running
+  complete_all(db, again);
+  CHECK_THROWS_AS(jobs::retry(db, e.id), invalid_transition); // succeeded
+
+  // A cancelled job comes back, unless another job for its subject became active meanwhile.
+  auto c = jobs::enqueue(db, spec("op", "a"));
+  CHECK(jobs::cancel(db, c.id));
+  auto other = jobs::enqueue(db, spec("op", "a"));
+  CHECK_THROWS_AS(jobs::retry(db, c.id), already_exists);
+  CHECK(jobs::cancel(db, other.id));
+  CHECK(jobs::retry(db, c.id).state == jobs::job_state::queued);
+  CHECK(count(db, "operation = 'op' AND state = 'queued'") == 1);
+}
+
+TEST_CASE("threads retrying one failed job at once requeue it exactly once") {
+  scratch_database s;
+  auto db = migrated(s, 8);
+  auto sp = spec("op", "x");
+  sp.max_attempts = 1;
+  auto e = jobs::enqueue(db, sp);
+  auto j = jobs::claim(db, claimer("w")).at(0);
+  CHECK(jobs::fail(db, {j.id, j.lease_epoch}, 0, "boom") == jobs::job_state::failed);
+  std::atomic<int> won{0}, refused{0};
+  casecore::testing::race(8, [&](std::size_t) {
+    try {
+      jobs::retry(db, e.id);
+      ++won;
+    } catch (const invalid_transition&) {
+      ++refused;
+    }
+  });
+  CHECK(won == 1);
+  CHECK(refused == 7);
+  CHECK(count(db, "state = 'queued'") == 1);
+}
+
+TEST_CASE("list shows jobs newest first, filtered by state, up to a limit") {
+  scratch_database s;
+  auto db = migrated(s);
+  for (int i = 0; i < 5; ++i) jobs::enqueue(db, spec("op", "s" + std::to_string(i)));
+  CHECK(jobs::cancel(db, jobs::list(db).back().id)); // the oldest
+  auto all = jobs::list(db);
+  REQUIRE(all.size() == 5);
+  CHECK(all.front().id > all.back().id);
+  CHECK(jobs::list(db, jobs::job_state::queued).size() == 4);
+  auto cancelled = jobs::list(db, jobs::job_state::cancelled);
+  REQUIRE(cancelled.size() == 1);
+  CHECK(cancelled[0].subject == "s0");
+  CHECK(jobs::list(db, std::nullopt, 2).size() == 2);
+  CHECK(jobs::list(db, jobs::job_state::failed).empty());
+  CHECK_THROWS_AS(jobs::list(db, std::nullopt, 0), invalid_argument);
+  CHECK(jobs::state_from_string("failed") == jobs::job_state::failed);
+  CHECK_FALSE(jobs::state_from_string("done"));
+}
+
 TEST_CASE("release hands a job back without counting the attempt") {
   scratch_database s;
   auto db = migrated(s);

@@ -95,6 +95,28 @@ TEST_CASE("an expired lease is taken over and the paused holder can do no damage
   CHECK(lease::inspect(db, "case:7:bulk")->owner == "new-worker");
 }
 
+TEST_CASE("force_release frees a held lease, reports its holder and fences the old token") {
+  scratch_database s;
+  auto db = open_migrated(s);
+  CHECK_THROWS_AS(lease::force_release(db, "case:1"), not_found);
+  CHECK_THROWS_AS(lease::force_release(db, ""), invalid_argument);
+  auto a = lease::try_acquire(db, "case:1", "alice", 60s);
+  REQUIRE(a);
+  const auto before = lease::force_release(db, "case:1");
+  CHECK(before.owner == "alice");
+  CHECK(before.token == a->token);
+  CHECK(before.held);
+  CHECK_FALSE(lease::inspect(db, "case:1")->held);
+  CHECK_THROWS_AS(guarded_write(db, *a, "after force"), lease_lost); // the old holder is fenced
+  CHECK_FALSE(lease::release(db, *a));
+  auto b = lease::try_acquire(db, "case:1", "bob", 60s);
+  REQUIRE(b);
+  CHECK(b->token == a->token + 1);
+  CHECK_FALSE(lease::force_release(db, "case:1").owner.empty());
+  CHECK_FALSE(lease::force_release(db, "case:1").held); // already free: reported as not held
+  CHECK(guarded_rows(db) == 0);
+}
+
 TEST_CASE("acquire waits for the holder and times out with a typed error") {
   scratch_database s;
   auto db = open_migrated(s);

@@ -2,16 +2,26 @@
 //
 // Every command takes --db URL (default sqlite:casecore.db, or $CASECORE_DB) and --json. Output
 // goes to stdout, errors to stderr with a typed exit code (see exit_code()). Each command is one
-// add_<command>() function that registers a CLI11 subcommand and the action it runs; new commands
-// (counters, files, leases, jobs) are added the same way.
+// add_<command>() function that registers a CLI11 subcommand and the action it runs.
+#include <casecore/counter.hpp>
+#include <casecore/file_registry.hpp>
+#include <casecore/job_queue.hpp>
+#include <casecore/lease.hpp>
 #include <casecore/metrics.hpp>
 #include <casecore/migration.hpp>
 #include <casecore/open.hpp>
 #include <casecore/outbox.hpp>
+#include <casecore/url.hpp>
 
 #include <CLI/CLI.hpp>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -90,6 +100,27 @@ std::string array(const std::vector<std::string>& items) {
 
 template <class N> std::string num(N n) { return std::to_string(n); }
 
+std::string boolean(bool b) { return b ? "true" : "false"; }
+
+/// "2025-03-01T12:00:00.123456Z" for a database-clock time; "-" for 0 (never).
+std::string iso_time(micros t) {
+  if (t <= 0) return "-";
+  const std::time_t secs = static_cast<std::time_t>(t / 1000000);
+  std::tm utc{};
+  gmtime_r(&secs, &utc);
+  char buf[40];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &utc);
+  char frac[16];
+  std::snprintf(frac, sizeof frac, ".%06lldZ", static_cast<long long>(t % 1000000));
+  return std::string(buf) + frac;
+}
+
+/// Text tables: tab-separated columns under a header line (pipe through `column -t` to align).
+void print_row(const std::vector<std::string>& cells) {
+  for (std::size_t i = 0; i < cells.size(); ++i) std::cout << (i ? "\t" : "") << cells[i];
+  std::cout << "\n";
+}
+
 // --- shared queries ------------------------------------------------------------------------------
 
 bool valid_identifier(std::string_view s) {
@@ -130,6 +161,15 @@ std::map<std::string, std::int64_t> table_counts(database& db) {
     }
     return out;
   });
+}
+
+/// Open the database and check that `component`'s tables exist, so an unmigrated database gets an
+/// actionable message instead of a "no such table" error.
+database open_migrated(const context& ctx, const std::string& component) {
+  auto db = ctx.open_db();
+  if (!schema_versions(db).contains(component))
+    raise(errc::backend_error, "the database has no " + component + " schema: run `casecore migrate` first");
+  return db;
 }
 
 // --- commands ------------------------------------------------------------------------------------
@@ -234,6 +274,421 @@ void add_outbox(CLI::App& app, const context& ctx, action& run) {
   });
 }
 
+// --- counters ------------------------------------------------------------------------------------
+
+void add_counter(CLI::App& app, const context& ctx, action& run) {
+  auto* cmd = app.add_subcommand("counter", "Business counters (work-order numbers, invoice numbers)");
+  cmd->require_subcommand(1);
+  struct args_t {
+    std::string name, scope, format;
+  };
+  auto args = std::make_shared<args_t>();
+
+  auto* next = cmd->add_subcommand("next", "Allocate the next number of NAME (gapless, unique across processes)");
+  next->add_option("NAME", args->name, "Counter name")->required();
+  next->add_option("--scope", args->scope, "Scope, e.g. a year");
+  next->add_option("--format", args->format, "Pattern such as 'WO-{scope}-{n:06}'");
+  next->callback([&ctx, &run, args] {
+    run = [&ctx, args] {
+      counter::check_name(args->name);
+      counter::check_scope(args->scope);
+      // Validate the pattern before a number is taken: a bad pattern must not burn one.
+      if (!args->format.empty()) counter::format_number(args->format, args->scope, 1, args->name);
+      auto db = open_migrated(ctx, "casecore.counters");
+      // The in-transaction next: the number is gapless (the standalone next(db) prefetches blocks and
+      // would leave gaps when this short-lived process exits).
+      const auto n = db.write([&](transaction& tx) { return counter::next(tx, args->name, args->scope); });
+      const auto formatted = args->format.empty() ? std::string{} : counter::format_number(args->format, args->scope, n, args->name);
+      if (ctx.json) {
+        std::vector<std::pair<std::string, std::string>> f{{"name", quote(args->name)}, {"scope", quote(args->scope)}, {"number", num(n)}};
+        if (!args->format.empty()) f.emplace_back("formatted", quote(formatted));
+        std::cout << object(f) << "\n";
+      } else {
+        std::cout << (args->format.empty() ? num(n) : formatted) << "\n";
+      }
+    };
+  });
+
+  auto* show = cmd->add_subcommand("show", "Show current values (every counter when NAME is omitted)");
+  show->add_option("NAME", args->name, "Counter name");
+  auto* scope_opt = show->add_option("--scope", args->scope, "Only this scope");
+  show->callback([&ctx, &run, args, scope_opt] {
+    const bool by_scope = scope_opt->count() > 0;
+    run = [&ctx, args, by_scope] {
+      if (!args->name.empty()) counter::check_name(args->name);
+      if (by_scope) counter::check_scope(args->scope);
+      auto db = open_migrated(ctx, "casecore.counters");
+      auto all = db.read([&](transaction& tx) { return counter::list(tx, args->name); });
+      std::erase_if(all, [&](const counter::entry& e) { return by_scope && e.scope != args->scope; });
+      if (all.empty() && (!args->name.empty() || by_scope))
+        raise(errc::not_found, "no counter " + (args->name.empty() ? std::string("") : "'" + args->name + "' ") +
+                                   (by_scope ? "in scope '" + args->scope + "'" : "has been used"));
+      if (ctx.json) {
+        std::vector<std::string> items;
+        for (const auto& e : all)
+          items.push_back(object({{"name", quote(e.name)}, {"scope", quote(e.scope)}, {"value", num(e.value)}}));
+        std::cout << array(items) << "\n";
+        return;
+      }
+      print_row({"name", "scope", "value"});
+      for (const auto& e : all) print_row({e.name, e.scope, num(e.value)});
+    };
+  });
+}
+
+// --- files ---------------------------------------------------------------------------------------
+
+/// --blobs, else $CASECORE_BLOBS, else `<stem>.blobs` beside an SQLite file, else ./casecore-blobs.
+std::filesystem::path blob_dir(const context& ctx, const std::string& given) {
+  if (!given.empty()) return given;
+  if (const char* env = std::getenv("CASECORE_BLOBS"); env && *env) return env;
+  const auto url = parse_url(ctx.db_url);
+  if (url.scheme == "sqlite" && url.target != ":memory:") {
+    std::filesystem::path db_file(url.target);
+    return db_file.parent_path() / (db_file.stem().string() + ".blobs");
+  }
+  return "casecore-blobs";
+}
+
+std::string default_actor() {
+  const char* user = std::getenv("USER");
+  return user && *user ? std::string("cli:") + user : "cli";
+}
+
+std::string file_json(const file_record& f) {
+  return object({{"id", num(f.id)}, {"case", quote(f.case_id)}, {"name", quote(f.original_name)}, {"sha256", quote(f.sha256)},
+                 {"size", num(f.size)}, {"registered_by", quote(f.registered_by)}, {"registered_at_us", num(f.registered_at)}});
+}
+
+void add_file(CLI::App& app, const context& ctx, action& run) {
+  auto* cmd = app.add_subcommand("file", "Registered files of cases");
+  cmd->require_subcommand(1);
+  struct args_t {
+    std::string case_id, path, blobs, name, actor;
+  };
+  auto args = std::make_shared<args_t>();
+
+  auto* reg = cmd->add_subcommand("register", "Register the file at PATH for CASE (idempotent per content and name)");
+  reg->add_option("CASE", args->case_id, "Case id")->required();
+  reg->add_option("PATH", args->path, "File to register")->required();
+  reg->add_option("--blobs", args->blobs, "Blob directory (default: $CASECORE_BLOBS, <db>.blobs beside an SQLite file, ./casecore-blobs)");
+  reg->add_option("--name", args->name, "Original name to record (default: PATH's file name)");
+  reg->add_option("--actor", args->actor, "Who registers it (default: cli:$USER)");
+  reg->callback([&ctx, &run, args] {
+    run = [&ctx, args] {
+      const auto name = args->name.empty() ? std::filesystem::path(args->path).filename().string() : args->name;
+      validate_file_name(name);
+      auto db = open_migrated(ctx, "casecore.files");
+      const auto dir = blob_dir(ctx, args->blobs);
+      auto store = make_local_blob_store(dir);
+      file_registry files(db, *store);
+      const auto r = files.register_path(args->case_id, args->path, name, args->actor.empty() ? default_actor() : args->actor);
+      const char* status = r.status == registration_status::registered ? "registered" : "duplicate";
+      if (ctx.json) {
+        std::cout << object({{"status", quote(status)}, {"id", num(r.id)}, {"sha256", quote(r.sha256)}, {"size", num(r.size)},
+                             {"registered_by", quote(r.registered_by)}, {"registered_at_us", num(r.registered_at)},
+                             {"blobs", quote(dir.string())}})
+                  << "\n";
+        return;
+      }
+      std::cout << status << " " << r.id << " " << r.sha256 << "\n";
+      if (r.status == registration_status::duplicate)
+        std::cout << "first registered by " << r.registered_by << " at " << iso_time(r.registered_at) << "\n";
+    };
+  });
+
+  auto* list = cmd->add_subcommand("list", "List the files registered for CASE");
+  list->add_option("CASE", args->case_id, "Case id")->required();
+  list->callback([&ctx, &run, args] {
+    run = [&ctx, args] {
+      auto db = open_migrated(ctx, "casecore.files");
+      auto no_blobs = make_memory_blob_store(); // listing reads rows only
+      const auto all = file_registry(db, *no_blobs).files_of_case(args->case_id);
+      if (ctx.json) {
+        std::vector<std::string> items;
+        for (const auto& f : all) items.push_back(file_json(f));
+        std::cout << array(items) << "\n";
+        return;
+      }
+      print_row({"id", "sha256", "size", "name", "registered_by", "registered_at"});
+      for (const auto& f : all)
+        print_row({num(f.id), f.sha256, num(f.size), f.original_name, f.registered_by, iso_time(f.registered_at)});
+    };
+  });
+}
+
+// --- leases --------------------------------------------------------------------------------------
+
+std::string lease_json(const lease::info& l) {
+  return object({{"name", quote(l.name)}, {"owner", quote(l.owner)}, {"token", num(l.token)}, {"held", boolean(l.held)},
+                 {"expires_at_us", num(l.expires_at)}, {"acquired_at_us", num(l.acquired_at)}});
+}
+
+/// A forced release needs the lease name typed twice: --confirm NAME, --yes, or typed at a prompt.
+void confirm_force(const std::string& name, const std::string& confirmation, bool yes) {
+  if (yes || confirmation == name) return;
+  if (!confirmation.empty()) raise(errc::invalid_argument, "--confirm does not match the lease name; nothing released");
+  if (::isatty(STDIN_FILENO)) {
+    std::cerr << "Forcing '" << name << "' lets another holder in while the current one may still be running.\n"
+              << "Type the lease name to confirm: " << std::flush;
+    std::string typed;
+    std::getline(std::cin, typed);
+    if (typed == name) return;
+  }
+  raise(errc::invalid_argument, "a forced release needs --confirm NAME or --yes; nothing released");
+}
+
+void add_lease(CLI::App& app, const context& ctx, action& run) {
+  auto* cmd = app.add_subcommand("lease", "Named leases with fencing tokens");
+  cmd->require_subcommand(1);
+  struct args_t {
+    std::string prefix, name, owner, confirmation;
+    std::int64_t token = 0;
+    bool force = false, yes = false;
+  };
+  auto args = std::make_shared<args_t>();
+
+  auto* list = cmd->add_subcommand("list", "List leases (held or not), by name");
+  list->add_option("--prefix", args->prefix, "Only names starting with this");
+  list->callback([&ctx, &run, args] {
+    run = [&ctx, args] {
+      auto db = open_migrated(ctx, "casecore.lease");
+      const auto all = lease::list(db, args->prefix);
+      if (ctx.json) {
+        std::vector<std::string> items;
+        for (const auto& l : all) items.push_back(lease_json(l));
+        std::cout << array(items) << "\n";
+        return;
+      }
+      print_row({"name", "owner", "token", "held", "expires_at", "acquired_at"});
+      for (const auto& l : all)
+        print_row({l.name, l.owner, num(l.token), l.held ? "yes" : "no", iso_time(l.expires_at), iso_time(l.acquired_at)});
+    };
+  });
+
+  auto* rel = cmd->add_subcommand("release", "Release NAME held by --owner with --token, or --force it (dangerous)");
+  rel->add_option("NAME", args->name, "Lease name")->required();
+  auto* owner = rel->add_option("--owner", args->owner, "The holder's owner name");
+  auto* token = rel->add_option("--token", args->token, "The holder's fencing token");
+  auto* force = rel->add_flag("--force", args->force, "Release whoever holds it (see docs/cli.md)");
+  rel->add_option("--confirm", args->confirmation, "With --force: the lease name again");
+  rel->add_flag("--yes", args->yes, "With --force: skip the confirmation");
+  force->excludes(owner)->excludes(token);
+  owner->needs(token);
+  token->needs(owner);
+  rel->callback([&ctx, &run, args] {
+    if (!args->force && args->owner.empty()) throw CLI::ValidationError("lease release", "give --owner and --token, or --force");
+    run = [&ctx, args] {
+      if (args->force) {
+        confirm_force(args->name, args->confirmation, args->yes);
+        auto db = open_migrated(ctx, "casecore.lease");
+        const auto before = lease::force_release(db, args->name);
+        if (ctx.json) {
+          std::cout << object({{"name", quote(args->name)}, {"forced", "true"}, {"was_held", boolean(before.held)},
+                               {"owner", quote(before.owner)}, {"token", num(before.token)},
+                               {"expires_at_us", num(before.expires_at)}})
+                    << "\n";
+          return;
+        }
+        if (!before.held) {
+          std::cout << "lease " << args->name << " was not held (last holder " << before.owner << ", token " << before.token << ")\n";
+          return;
+        }
+        std::cout << "force-released " << args->name << ": it was held by " << before.owner << " (token " << before.token
+                  << ", until " << iso_time(before.expires_at) << ")\n"
+                  << "warning: " << before.owner << " may still be running; only writes fenced by its token are refused\n";
+        return;
+      }
+      auto db = open_migrated(ctx, "casecore.lease");
+      if (!lease::release(db, lease::grant{args->name, args->owner, args->token, 0})) {
+        const auto now = lease::inspect(db, args->name);
+        if (!now) raise(errc::not_found, "lease '" + args->name + "' was never acquired");
+        raise(errc::lease_lost, "lease '" + args->name + "' is not held by " + args->owner + " with token " +
+                                    std::to_string(args->token) + " (last holder " + now->owner + ", token " +
+                                    std::to_string(now->token) + (now->held ? ", held" : ", expired") + ")");
+      }
+      if (ctx.json)
+        std::cout << object({{"name", quote(args->name)}, {"released", "true"}, {"owner", quote(args->owner)}, {"token", num(args->token)}})
+                  << "\n";
+      else
+        std::cout << "released " << args->name << "\n";
+    };
+  });
+}
+
+// --- jobs ----------------------------------------------------------------------------------------
+
+std::string stage_of(const jobs::job& j) {
+  const auto at = static_cast<std::size_t>(j.current_stage);
+  return at < j.stages.size() ? j.stages[at] : "done";
+}
+
+std::string job_json(const jobs::job& j) {
+  std::vector<std::string> stages;
+  for (const auto& s : j.stages) stages.push_back(quote(s));
+  return object({{"id", num(j.id)}, {"operation", quote(j.operation)}, {"subject", quote(j.subject)},
+                 {"state", quote(jobs::to_string(j.state))}, {"stages", array(stages)}, {"current_stage", num(j.current_stage)},
+                 {"priority", num(j.priority)}, {"attempts", num(j.attempts)}, {"max_attempts", num(j.max_attempts)},
+                 {"concurrency_key", quote(j.concurrency_key)}, {"cancel_requested", boolean(j.cancel_requested)},
+                 {"lease_owner", quote(j.lease_owner)}, {"lease_epoch", num(j.lease_epoch)},
+                 {"lease_expires_at_us", num(j.lease_expires_at)}, {"heartbeat_at_us", num(j.heartbeat_at)},
+                 {"run_at_us", num(j.run_at)}, {"last_error", quote(j.last_error)}, {"created_at_us", num(j.created_at)},
+                 {"finished_at_us", num(j.finished_at)}});
+}
+
+std::string stage_json(const jobs::stage_record& s) {
+  return object({{"stage", quote(s.stage)}, {"position", num(s.position)}, {"state", quote(s.state)}, {"attempts", num(s.attempts)},
+                 {"started_at_us", num(s.started_at)}, {"finished_at_us", num(s.finished_at)},
+                 {"duration_us", num(s.finished_at - s.started_at)}, {"error", quote(s.error)}});
+}
+
+jobs::job existing_job(database& db, std::int64_t id) {
+  auto j = jobs::get(db, id);
+  if (!j) raise(errc::not_found, "job " + std::to_string(id) + " does not exist");
+  return *j;
+}
+
+void print_job(const jobs::job& j, const std::vector<jobs::stage_record>& stages) {
+  std::cout << "job       " << j.id << "\n"
+            << "state     " << jobs::to_string(j.state) << (j.cancel_requested && j.state == jobs::job_state::running ? " (cancel requested)" : "") << "\n"
+            << "operation " << j.operation << "\n"
+            << "subject   " << j.subject << "\n"
+            << "stage     " << stage_of(j) << " (" << j.current_stage << "/" << j.stages.size() << ")\n"
+            << "attempts  " << j.attempts << "/" << j.max_attempts << "\n"
+            << "priority  " << j.priority << "\n";
+  if (!j.concurrency_key.empty()) std::cout << "key       " << j.concurrency_key << "\n";
+  if (j.state == jobs::job_state::running)
+    std::cout << "worker    " << j.lease_owner << " (epoch " << j.lease_epoch << ", lease until " << iso_time(j.lease_expires_at) << ")\n";
+  std::cout << "created   " << iso_time(j.created_at) << "\n"
+            << "run_at    " << iso_time(j.run_at) << "\n"
+            << "finished  " << iso_time(j.finished_at) << "\n";
+  if (!j.last_error.empty()) std::cout << "error     " << j.last_error << "\n";
+  std::cout << "\n";
+  print_row({"position", "stage", "state", "attempts", "started_at", "duration_ms", "error"});
+  for (std::size_t i = 0; i < j.stages.size(); ++i) {
+    const auto rec = std::find_if(stages.begin(), stages.end(), [&](const auto& s) { return s.position == static_cast<int>(i); });
+    if (rec == stages.end()) {
+      print_row({num(i), j.stages[i], "pending", "0", "-", "-", ""});
+      continue;
+    }
+    char ms[32];
+    std::snprintf(ms, sizeof ms, "%.3f", static_cast<double>(rec->finished_at - rec->started_at) / 1000.0);
+    print_row({num(i), rec->stage, rec->state, num(rec->attempts), iso_time(rec->started_at), ms, rec->error});
+  }
+}
+
+void add_job(CLI::App& app, const context& ctx, action& run) {
+  auto* cmd = app.add_subcommand("job", "The durable job queue");
+  cmd->require_subcommand(1);
+  struct args_t {
+    std::string state;
+    std::size_t limit = 100;
+    std::int64_t id = 0;
+  };
+  auto args = std::make_shared<args_t>();
+
+  auto* list = cmd->add_subcommand("list", "List jobs, newest first");
+  list->add_option("--state", args->state, "queued, running, succeeded, failed or cancelled");
+  list->add_option("--limit", args->limit, "At most this many (1..10000)")->capture_default_str();
+  list->callback([&ctx, &run, args] {
+    run = [&ctx, args] {
+      std::optional<jobs::job_state> state;
+      if (!args->state.empty()) {
+        state = jobs::state_from_string(args->state);
+        if (!state) raise(errc::invalid_argument, "unknown job state '" + args->state + "' (queued, running, succeeded, failed, cancelled)");
+      }
+      auto db = open_migrated(ctx, "casecore.jobs");
+      const auto all = jobs::list(db, state, args->limit);
+      if (ctx.json) {
+        std::vector<std::string> items;
+        for (const auto& j : all) items.push_back(job_json(j));
+        std::cout << array(items) << "\n";
+        return;
+      }
+      print_row({"id", "state", "stage", "attempts", "operation", "subject", "created_at", "last_error"});
+      for (const auto& j : all)
+        print_row({num(j.id), std::string(jobs::to_string(j.state)), stage_of(j), num(j.attempts) + "/" + num(j.max_attempts),
+                   j.operation, j.subject, iso_time(j.created_at), j.last_error});
+    };
+  });
+
+  auto* show = cmd->add_subcommand("show", "Show one job with its stages, timings and errors");
+  show->add_option("ID", args->id, "Job id")->required();
+  show->callback([&ctx, &run, args] {
+    run = [&ctx, args] {
+      auto db = open_migrated(ctx, "casecore.jobs");
+      const auto j = existing_job(db, args->id);
+      const auto stages = jobs::stages(db, args->id);
+      if (!ctx.json) {
+        print_job(j, stages);
+        return;
+      }
+      std::vector<std::string> items;
+      for (const auto& s : stages) items.push_back(stage_json(s));
+      std::cout << object({{"job", job_json(j)}, {"stages", array(items)}}) << "\n";
+    };
+  });
+
+  auto* retry = cmd->add_subcommand("retry", "Requeue a failed or cancelled job at the stage where it stopped");
+  retry->add_option("ID", args->id, "Job id")->required();
+  retry->callback([&ctx, &run, args] {
+    run = [&ctx, args] {
+      auto db = open_migrated(ctx, "casecore.jobs");
+      const auto j = jobs::retry(db, args->id);
+      if (ctx.json) std::cout << job_json(j) << "\n";
+      else std::cout << "requeued job " << j.id << " at stage " << stage_of(j) << " (" << j.current_stage << "/" << j.stages.size() << ")\n";
+    };
+  });
+
+  auto* cancel = cmd->add_subcommand("cancel", "Cancel a queued job, or ask a running one to stop");
+  cancel->add_option("ID", args->id, "Job id")->required();
+  cancel->callback([&ctx, &run, args] {
+    run = [&ctx, args] {
+      auto db = open_migrated(ctx, "casecore.jobs");
+      existing_job(db, args->id); // not_found before anything is written
+      if (!jobs::cancel(db, args->id))
+        raise(errc::invalid_transition, "job " + std::to_string(args->id) + " is " + std::string(jobs::to_string(existing_job(db, args->id).state)) +
+                                            ": only queued or running jobs can be cancelled");
+      const auto after = existing_job(db, args->id);
+      const bool ended = after.state == jobs::job_state::cancelled;
+      if (ctx.json) std::cout << object({{"id", num(after.id)}, {"state", quote(jobs::to_string(after.state))}, {"cancel_requested", boolean(after.cancel_requested)}}) << "\n";
+      else if (ended) std::cout << "cancelled job " << after.id << "\n";
+      else std::cout << "cancel requested for running job " << after.id << " (worker " << after.lease_owner
+                     << " stops at its next stage boundary or heartbeat)\n";
+    };
+  });
+
+  auto* stats = cmd->add_subcommand("stats", "Counts by state and stage, ready jobs, oldest ready age, stuck jobs");
+  stats->callback([&ctx, &run] {
+    run = [&ctx] {
+      auto db = open_migrated(ctx, "casecore.jobs");
+      const auto q = jobs::inspect(db);
+      if (ctx.json) {
+        std::vector<std::pair<std::string, std::string>> by_state, by_stage;
+        for (const auto& [k, n] : q.by_state) by_state.emplace_back(k, num(n));
+        for (const auto& [k, n] : q.active_by_stage) by_stage.emplace_back(k, num(n));
+        std::vector<std::string> stuck;
+        for (auto id : q.stuck) stuck.push_back(num(id));
+        std::cout << object({{"by_state", object(by_state)}, {"active_by_stage", object(by_stage)}, {"ready", num(q.ready)},
+                             {"oldest_ready_age_us", num(q.oldest_ready_age)}, {"stuck", array(stuck)}})
+                  << "\n";
+        return;
+      }
+      for (auto st : {jobs::job_state::queued, jobs::job_state::running, jobs::job_state::succeeded, jobs::job_state::failed,
+                      jobs::job_state::cancelled}) {
+        const auto it = q.by_state.find(std::string(jobs::to_string(st)));
+        std::cout << "state " << jobs::to_string(st) << " " << (it == q.by_state.end() ? 0 : it->second) << "\n";
+      }
+      for (const auto& [k, n] : q.active_by_stage) std::cout << "stage " << k << " " << n << "\n";
+      char age[32];
+      std::snprintf(age, sizeof age, "%.3f", static_cast<double>(q.oldest_ready_age) / 1e6);
+      std::cout << "ready " << q.ready << "\noldest_ready_age_s " << age << "\nstuck";
+      for (auto id : q.stuck) std::cout << " " << id;
+      std::cout << "\n";
+    };
+  });
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -249,6 +704,10 @@ int main(int argc, char** argv) {
   add_status(app, ctx, run);
   add_metrics(app, ctx, run);
   add_outbox(app, ctx, run);
+  add_counter(app, ctx, run);
+  add_file(app, ctx, run);
+  add_lease(app, ctx, run);
+  add_job(app, ctx, run);
 
   try {
     app.parse(argc, argv);

@@ -26,6 +26,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace casecore::counter {
 
@@ -40,6 +41,16 @@ std::int64_t reserve(transaction& tx, std::string_view name, std::string_view sc
 
 /// The last number handed out (0 for a counter never used).
 std::int64_t current(transaction& tx, std::string_view name, std::string_view scope = {});
+
+/// One stored counter.
+struct entry {
+  std::string name;       ///< counter name
+  std::string scope;      ///< scope ("" when unscoped)
+  std::int64_t value = 0; ///< the last number handed out
+};
+
+/// Stored counters by (name, scope): all of them, or every scope of `name` when given.
+std::vector<entry> list(transaction& tx, std::string_view name = {});
 
 /// Raise the counter to at least `value` (never lowers it); returns the counter's value afterwards.
 std::int64_t seed_from_max(transaction& tx, std::string_view name, std::string_view scope, std::int64_t value);

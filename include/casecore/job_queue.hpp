@@ -34,6 +34,8 @@ enum class job_state { queued, running, succeeded, failed, cancelled };
 
 /// "queued", "running", ...
 std::string_view to_string(job_state s) noexcept;
+/// The state named `name` ("queued", ...), or nullopt for anything else.
+std::optional<job_state> state_from_string(std::string_view name) noexcept;
 
 /// What to enqueue.
 struct job_spec {
@@ -150,6 +152,11 @@ bool acknowledge_cancel(database& db, const claim_ref& ref);
 /// Cancel: a queued job ends at once, a running one is asked to stop at its next stage boundary or
 /// heartbeat. False when the job is not active.
 bool cancel(database& db, std::int64_t id);
+/// Operator retry: put a failed or cancelled job back on the queue, due now, resuming at the stage
+/// where it stopped, with a fresh attempt budget (last_error is kept). not_found for an unknown id,
+/// invalid_transition when the job is not failed / cancelled, already_exists when another active
+/// job for the same (operation, subject) exists. Returns the requeued job.
+job retry(database& db, std::int64_t id);
 /// Requeue running jobs whose lease expired (or fail them when out of attempts); returns how many.
 std::size_t reclaim_expired(database& db);
 /// Delete finished jobs that ended before now - older_than; returns how many.
@@ -157,6 +164,8 @@ std::size_t prune(database& db, std::chrono::milliseconds older_than);
 
 /// One job, or nullopt.
 std::optional<job> get(database& db, std::int64_t id);
+/// Up to `limit` (1..10000) jobs, newest first, only those in `state` when given.
+std::vector<job> list(database& db, std::optional<job_state> state = std::nullopt, std::size_t limit = 100);
 
 /// Progress of one stage of one job.
 struct stage_record {

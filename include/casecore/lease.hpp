@@ -57,6 +57,11 @@ grant renew(database& db, const grant& held, std::chrono::milliseconds ttl);
 /// Give the lease up now (keeps the token counter); false when it was no longer ours.
 bool release(database& db, const grant& held);
 
+/// Operator override: expire `name` whoever holds it (the token keeps counting). Returns the lease as
+/// it was just before; not_found when it was never acquired. The old holder may still be running
+/// and is only stopped where its writes are fenced by check().
+info force_release(database& db, std::string_view name);
+
 /// Fence: lease_lost unless `token` is the current, unexpired token of `name` (call in the guarded write).
 void check(transaction& tx, std::string_view name, std::int64_t token);
 
