@@ -231,9 +231,81 @@ void run(const target& t) {
   }
 }
 
+#ifdef CASECORE_WITH_POSTGRES
+// `bench_jobs drain ADMIN_URL JOBS THREADS BATCH`: the peers' scenario (bench/peers, docs/peers.md)
+// for casecore — a fresh database on the server of ADMIN_URL, JOBS no-op jobs enqueued in chunks of
+// 1000 (one enqueue_bulk transaction per chunk), then a worker with THREADS threads drains them with
+// fencing (every completion checks its lease epoch) and heartbeats every 100 ms. Prints one line:
+// casecore processed_per_s=… enqueue_per_s=… jobs=… threads=… batch=… complete=true|false
+int drain(const std::string& admin, int jobs_n, int threads, int batch) {
+  const std::string name = "casecore_drain_" + std::to_string(getpid());
+  {
+    pqxx::connection c(admin);
+    pqxx::nontransaction w(c);
+    w.exec("CREATE DATABASE " + name);
+  }
+  const auto slash = admin.rfind('/');
+  const auto query = admin.find('?', slash);
+  const auto url = admin.substr(0, slash + 1) + name + (query == std::string::npos ? "" : admin.substr(query));
+  double processed = 0, enqueued = 0;
+  bool complete = false;
+  {
+    database_options o;
+    o.pool.size = static_cast<std::size_t>(threads) + 2;
+    auto db = casecore::open(url, o);
+    migrate(db);
+    using clk = std::chrono::steady_clock;
+    const auto e0 = clk::now();
+    for (int done = 0; done < jobs_n; done += 1000) {
+      std::vector<jobs::job_spec> specs;
+      for (int k = done; k < std::min(jobs_n, done + 1000); ++k) specs.push_back(spec_for(k));
+      db.write([&](transaction& tx) { jobs::enqueue_bulk(tx, specs); });
+    }
+    enqueued = jobs_n / std::chrono::duration<double>(clk::now() - e0).count();
+    db.write([](transaction& tx) { tx.exec("ANALYZE casecore_jobs"); });
+    jobs::worker_options wo;
+    wo.threads = threads;
+    wo.batch = static_cast<std::size_t>(batch);
+    wo.lease = std::chrono::seconds(10);
+    wo.heartbeat = std::chrono::milliseconds(100);
+    wo.poll = std::chrono::milliseconds(50);
+    jobs::worker w(db, wo);
+    w.on_stage("run", [](jobs::job_context&) {});
+    const auto t0 = clk::now();
+    w.start();
+    while (w.stats().succeeded < static_cast<std::uint64_t>(jobs_n) && clk::now() - t0 < std::chrono::minutes(5))
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const auto secs = std::chrono::duration<double>(clk::now() - t0).count();
+    const auto ok = w.stats().succeeded;
+    w.stop();
+    complete = ok >= static_cast<std::uint64_t>(jobs_n);
+    processed = static_cast<double>(ok) / secs;
+  }
+  {
+    pqxx::connection c(admin);
+    pqxx::nontransaction w(c);
+    w.exec("DROP DATABASE " + name + " WITH (FORCE)");
+  }
+  std::printf("casecore processed_per_s=%.1f enqueue_per_s=%.1f jobs=%d threads=%d batch=%d complete=%s\n", processed,
+              enqueued, jobs_n, threads, batch, complete ? "true" : "false");
+  return complete ? 0 : 1;
+}
+#endif
+
 } // namespace
 
-int main() {
+int main(int argc, char** argv) {
+#ifdef CASECORE_WITH_POSTGRES
+  if (argc >= 2 && std::string(argv[1]) == "drain") {
+    if (argc != 6) {
+      std::fprintf(stderr, "usage: bench_jobs drain ADMIN_URL JOBS THREADS BATCH\n");
+      return 2;
+    }
+    return drain(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), std::atoi(argv[5]));
+  }
+#endif
+  (void)argc;
+  (void)argv;
   bench::header();
   {
     const auto dir = std::filesystem::temp_directory_path() / ("casecore_bench_jobs_" + std::to_string(getpid()));

@@ -20,6 +20,8 @@
 # created on demand, if "postgres" does not exist) because initdb refuses to
 # run as root; DIR is chowned to that user and made 0755.  Otherwise it runs as
 # the calling user.  PG_BIN overrides /usr/lib/postgresql/15/bin.
+# CASECORE_PG_DURABLE=1 at the first start writes fsync = on and full_page_writes = on instead of
+# off (for benchmarks that should pay for durable commits; tests do not need it).
 set -euo pipefail
 
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -143,14 +145,18 @@ conf_quote() {
 }
 
 write_conf() {
-    local port=$1 conf=$DATA/casecore.conf
+    local port=$1 conf=$DATA/casecore.conf durable=off note="NOT durable"
+    if [[ ${CASECORE_PG_DURABLE:-0} == 1 ]]; then
+        durable=on
+        note="durable (CASECORE_PG_DURABLE=1)"
+    fi
     cat >"$conf" <<EOF
-# Written by scripts/pg-cluster.sh -- throwaway test cluster, NOT durable.
+# Written by scripts/pg-cluster.sh -- throwaway test cluster, $note.
 port = $port
 listen_addresses = '127.0.0.1'
 unix_socket_directories = $(conf_quote "$DIR")
-fsync = off
-full_page_writes = off
+fsync = $durable
+full_page_writes = $durable
 max_connections = 300
 shared_buffers = 256MB
 EOF

@@ -104,8 +104,7 @@ void pool::give_back(std::unique_ptr<connection> c, clock::time_point born) noex
   std::unique_lock lock(mutex_);
   --in_use_;
   const bool too_old = now - born > options_.recycle_age;
-  const bool overflowing = open_ > options_.size;
-  if (c->broken() || too_old || overflowing) {
+  if (c->broken() || too_old) {
     --open_;
     if (!c->broken()) ++recycled_;
     lock.unlock();
@@ -113,9 +112,26 @@ void pool::give_back(std::unique_ptr<connection> c, clock::time_point born) noex
     freed_.notify_one();
     return;
   }
+  // An overflow connection is kept while anyone waits (handing it over is far cheaper than closing
+  // it and letting the waiter open a new one); it is closed only once the pool has been quiet.
   idle_.push_back({std::move(c), born, now});
+  auto surplus = take_surplus(now);
   lock.unlock();
   freed_.notify_one();
+  surplus.clear(); // close outside the lock
+}
+
+std::vector<std::unique_ptr<connection>> pool::take_surplus(clock::time_point now) {
+  std::vector<std::unique_ptr<connection>> out;
+  if (waiting_ > 0) return out;
+  // The front of idle_ holds the connections returned longest ago (acquire takes from the back).
+  while (open_ > options_.size && !idle_.empty() && now - idle_.front().returned >= options_.overflow_idle) {
+    out.push_back(std::move(idle_.front().conn));
+    idle_.pop_front();
+    --open_;
+    ++recycled_;
+  }
+  return out;
 }
 
 pool_metrics pool::metrics() const {

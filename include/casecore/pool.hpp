@@ -1,7 +1,10 @@
 // casecore/pool.hpp — a bounded connection pool per database.
 //
 // Concurrency: thread-safe. A connection is handed to exactly one caller at a time. At most
-// `size + overflow` connections exist; overflow connections are closed when returned. A caller that
+// `size + overflow` connections exist. Connections beyond `size` are handed to waiting callers when
+// returned and closed only when nobody waits and they have been idle for `overflow_idle` (checked
+// whenever a connection is returned), so a burst of callers does not open and close connections
+// per operation. A caller that
 // finds none free waits up to `acquire_timeout`, then gets errc::pool_timeout (retryable).
 // Connections idle longer than `pre_ping_after` are pinged before use and replaced when broken;
 // connections older than `recycle_age` are closed when returned.
@@ -17,6 +20,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 namespace casecore {
 
@@ -28,6 +32,7 @@ struct pool_options {
   bool pre_ping = true;                                        ///< ping idle connections before use
   std::chrono::milliseconds pre_ping_after{1000};              ///< idle time that triggers a ping
   std::chrono::seconds recycle_age{1800};                      ///< close connections older than this
+  std::chrono::milliseconds overflow_idle{1000};               ///< close surplus connections idle this long (no waiters)
 };
 
 /// Upper bounds (microseconds) of the acquire-wait histogram buckets; the last bucket is +Inf.
@@ -92,6 +97,9 @@ private:
   };
   void give_back(std::unique_ptr<connection> c, std::chrono::steady_clock::time_point born) noexcept;
   void record_wait(std::chrono::steady_clock::duration waited);
+  // Under the lock: remove the idle connections beyond `size` that idled `overflow_idle` while no
+  // caller waits; the caller destroys them after unlocking.
+  std::vector<std::unique_ptr<connection>> take_surplus(std::chrono::steady_clock::time_point now);
 
   std::shared_ptr<backend> backend_;
   pool_options options_;
