@@ -34,6 +34,24 @@ void pool::record_wait(clock::duration waited) {
   wait_sum_us_ += static_cast<std::uint64_t>(us);
 }
 
+// Opens a connection for a slot the caller already counted in open_ / in_use_; gives the slot back
+// when the connect fails.
+pool::lease pool::connect_in_slot(bool replacing) {
+  try {
+    auto fresh = backend_->connect();
+    std::lock_guard g(mutex_);
+    if (replacing) ++reconnects_;
+    ++opened_;
+    return lease(this, std::move(fresh), clock::now());
+  } catch (...) {
+    std::lock_guard g(mutex_);
+    --in_use_;
+    --open_;
+    freed_.notify_one();
+    throw;
+  }
+}
+
 pool::lease pool::acquire() {
   const auto start = clock::now();
   const auto deadline = start + options_.acquire_timeout;
@@ -54,19 +72,7 @@ pool::lease pool::acquire() {
       if (usable) return lease(this, std::move(ic.conn), ic.born);
       // Replace the dead connection without giving up our slot.
       ic.conn.reset();
-      try {
-        auto fresh = backend_->connect();
-        std::lock_guard g(mutex_);
-        ++reconnects_;
-        ++opened_;
-        return lease(this, std::move(fresh), clock::now());
-      } catch (...) {
-        std::lock_guard g(mutex_);
-        --in_use_;
-        --open_;
-        freed_.notify_one();
-        throw;
-      }
+      return connect_in_slot(true);
     }
     if (open_ < capacity) {
       ++open_;
@@ -74,18 +80,7 @@ pool::lease pool::acquire() {
       record_wait(clock::now() - start);
       ++acquired_;
       lock.unlock();
-      try {
-        auto fresh = backend_->connect();
-        std::lock_guard g(mutex_);
-        ++opened_;
-        return lease(this, std::move(fresh), clock::now());
-      } catch (...) {
-        std::lock_guard g(mutex_);
-        --in_use_;
-        --open_;
-        freed_.notify_one();
-        throw;
-      }
+      return connect_in_slot(false);
     }
     ++waiting_;
     const bool woke = freed_.wait_until(lock, deadline, [&] { return !idle_.empty() || open_ < capacity; });

@@ -97,6 +97,7 @@ private:
   };
   void give_back(std::unique_ptr<connection> c, std::chrono::steady_clock::time_point born) noexcept;
   void record_wait(std::chrono::steady_clock::duration waited);
+  lease connect_in_slot(bool replacing);
   // Under the lock: remove the idle connections beyond `size` that idled `overflow_idle` while no
   // caller waits; the caller destroys them after unlocking.
   std::vector<std::unique_ptr<connection>> take_surplus(std::chrono::steady_clock::time_point now);
