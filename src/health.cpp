@@ -1,3 +1,4 @@
+#include <casecore/detail/json.hpp>
 #include <casecore/health.hpp>
 
 #include <algorithm>
@@ -35,18 +36,7 @@ void judge(report& r, std::string check, double value, double warn, double criti
   r.overall = std::max(r.overall, level);
 }
 
-void json_string(std::string& out, std::string_view s) {
-  out += '"';
-  for (char c : s) {
-    if (c == '"' || c == '\\') { out += '\\'; out += c; }
-    else if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
-      out += buf;
-    } else out += c;
-  }
-  out += '"';
-}
+void json_string(std::string& out, std::string_view s) { detail::append_json_string(out, s); }
 
 } // namespace
 

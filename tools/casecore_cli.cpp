@@ -3,6 +3,7 @@
 // Every command takes --db URL (default sqlite:casecore.db, or $CASECORE_DB) and --json. Output
 // goes to stdout, errors to stderr with a typed exit code (see exit_code()). Each command is one
 // add_<command>() function that registers a CLI11 subcommand and the action it runs.
+#include <casecore/detail/json.hpp>
 #include <casecore/counter.hpp>
 #include <casecore/file_registry.hpp>
 #include <casecore/job_queue.hpp>
@@ -74,16 +75,9 @@ struct context {
 // --- tiny JSON writer (the CLI's only JSON needs are flat objects and arrays) --------------------
 
 std::string quote(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') { out += '\\'; out += c; }
-    else if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
-      out += buf;
-    } else out += c;
-  }
-  return out + "\"";
+  std::string out;
+  casecore::detail::append_json_string(out, s);
+  return out;
 }
 
 std::string object(const std::vector<std::pair<std::string, std::string>>& fields) {
