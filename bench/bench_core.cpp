@@ -21,7 +21,8 @@ namespace {
 struct idle_connection final : detail::connection {
   result exec(std::string_view, std::span<const value>) override { return {}; }
   void exec_script(std::string_view) override {}
-  void begin(detail::tx_mode, isolation) override {}
+  void begin(const detail::tx_settings&) override {}
+  casecore::dialect dialect() const noexcept override { return casecore::dialect::sqlite; }
   void commit() override {}
   void rollback() noexcept override {}
   bool ping() noexcept override { return true; }

@@ -1,20 +1,25 @@
 #include <casecore/database.hpp>
+#include <casecore/detail/step.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
 namespace casecore {
 
 namespace detail {
-struct database_state {
+struct database_state final : hook_runner {
   database_state(std::shared_ptr<backend> b, database_options o)
       : backend_ptr(b), options(std::move(o)), pool(std::move(b), options.pool) {}
   std::shared_ptr<detail::backend> backend_ptr;
   database_options options;
   detail::pool pool;
   std::atomic<std::uint64_t> commits{0}, reads{0}, rollbacks{0}, retries_busy{0}, retries_serialization{0},
-      retries_deadlock{0}, retries_connection{0}, retries_pool_timeout{0}, outcome_unknown{0}, conflicts{0},
-      hook_failures{0};
+      retries_deadlock{0}, retries_connection{0}, retries_pool_timeout{0}, retries_reconnect{0}, outcome_unknown{0},
+      conflicts{0};
+  mutable std::atomic<std::uint64_t> hook_failures{0};
+
+  void run(std::vector<std::function<void()>>& hooks) const noexcept override;
 };
 } // namespace detail
 
@@ -31,7 +36,30 @@ void count_retry(detail::database_state& st, errc code) {
     default: break;
   }
 }
+
+// Waits between reconnect attempts: 50 ms doubling to 1 s, so a restart of well under a second
+// costs a few short naps and a failover of several seconds is found within a second of it ending.
+std::chrono::milliseconds reconnect_delay(int round) {
+  return std::chrono::milliseconds(std::min(1000, 50 << std::min(round, 5)));
+}
 } // namespace
+
+void detail::database_state::run(std::vector<std::function<void()>>& hooks) const noexcept {
+  for (auto& hook : hooks) {
+    try {
+      hook();
+    } catch (...) {
+      hook_failures.fetch_add(1, relaxed);
+      if (options.on_hook_error) {
+        try {
+          options.on_hook_error(std::current_exception());
+        } catch (...) { // a failing error callback must not take the others down
+        }
+      }
+    }
+  }
+  hooks.clear();
+}
 
 database::database(std::shared_ptr<detail::backend> backend, database_options options)
     : state_(std::make_shared<detail::database_state>(std::move(backend), std::move(options))) {}
@@ -40,7 +68,6 @@ casecore::dialect database::dialect() const noexcept { return state_->backend_pt
 std::string database::describe() const { return state_->backend_ptr->describe(); }
 pool_metrics database::pool_stats() const { return state_->pool.metrics(); }
 const database_options& database::options() const noexcept { return state_->options; }
-void database::count_conflict() const noexcept { state_->conflicts.fetch_add(1, relaxed); }
 
 tx_metrics database::tx_stats() const {
   const auto& s = *state_;
@@ -53,47 +80,41 @@ tx_metrics database::tx_stats() const {
   m.retries_deadlock = s.retries_deadlock.load(relaxed);
   m.retries_connection = s.retries_connection.load(relaxed);
   m.retries_pool_timeout = s.retries_pool_timeout.load(relaxed);
+  m.retries_reconnect = s.retries_reconnect.load(relaxed);
   m.outcome_unknown = s.outcome_unknown.load(relaxed);
   m.conflicts = s.conflicts.load(relaxed);
   m.hook_failures = s.hook_failures.load(relaxed);
   return m;
 }
 
-void database::run_hooks(std::vector<std::function<void()>>& hooks) const noexcept {
-  for (auto& hook : hooks) {
-    try {
-      hook();
-    } catch (...) {
-      state_->hook_failures.fetch_add(1, relaxed);
-      if (state_->options.on_hook_error) {
-        try {
-          state_->options.on_hook_error(std::current_exception());
-        } catch (...) { // a failing error callback must not take the others down
-        }
-      }
-    }
-  }
-  hooks.clear();
-}
-
 void database::run_unit(detail::tx_mode mode, const write_options& opts,
                         detail::function_ref<void(transaction&)> body) {
   auto& st = *state_;
   const retry_policy& policy = opts.retry ? *opts.retry : st.options.retry;
+  const auto reconnect_budget = opts.reconnect_budget ? *opts.reconnect_budget : st.options.reconnect_budget;
+  const detail::tx_settings settings{mode, opts.level, opts.lock_timeout, opts.statement_timeout};
   const auto started = std::chrono::steady_clock::now();
-  for (int attempt = 1;; ++attempt) {
+  std::optional<std::chrono::steady_clock::time_point> unreachable_since;
+  int reconnect_round = 0;
+  // `attempt` counts the attempts that reached the server; waiting for it to come back does not
+  // spend the retry policy's attempts.
+  for (int attempt = 1;;) {
     std::vector<std::function<void()>> rollback_hooks;
     std::vector<std::function<void()>> commit_hooks;
     try {
       {
         auto conn = st.pool.acquire();
-        transaction tx(*this, *conn, mode, attempt, opts.actor);
-        conn->begin(mode, opts.level);
+        unreachable_since.reset();
+        reconnect_round = 0;
+        conn->begin(settings);
+        transaction tx(*conn, mode, attempt, opts.actor, st);
         try {
+          detail::step("tx.begun");
           body(tx);
           if (tx.poisoned())
             raise(errc::backend_error, "a statement failed inside this transaction and its error was swallowed; "
                                        "use transaction::savepoint() to recover from expected errors");
+          detail::step("tx.before_commit");
           conn->commit();
         } catch (...) {
           conn->rollback();
@@ -103,20 +124,35 @@ void database::run_unit(detail::tx_mode mode, const write_options& opts,
         commit_hooks = std::move(tx.commit_hooks());
       } // the connection goes back to the pool before hooks run: hooks may use the database
       (mode == detail::tx_mode::write ? st.commits : st.reads).fetch_add(1, relaxed);
-      run_hooks(commit_hooks);
+      st.run(commit_hooks);
       return;
     } catch (const error& e) {
       st.rollbacks.fetch_add(1, relaxed);
-      run_hooks(rollback_hooks);
-      if (e.code() == errc::outcome_unknown) st.outcome_unknown.fetch_add(1, relaxed);
+      if (e.code() == errc::outcome_unknown) {
+        // It may have committed: neither the rollback hooks nor a retry are safe.
+        st.outcome_unknown.fetch_add(1, relaxed);
+        throw;
+      }
+      st.run(rollback_hooks);
       if (e.conflict()) st.conflicts.fetch_add(1, relaxed);
+      if (e.code() == errc::backend_unavailable) {
+        const auto now = std::chrono::steady_clock::now();
+        if (!unreachable_since) unreachable_since = now;
+        if (now - *unreachable_since >= reconnect_budget) throw;
+        st.retries_reconnect.fetch_add(1, relaxed);
+        const auto nap = std::min<std::chrono::steady_clock::duration>(reconnect_delay(reconnect_round++),
+                                                                       *unreachable_since + reconnect_budget - now);
+        std::this_thread::sleep_for(nap);
+        continue;
+      }
       const bool in_budget = attempt < policy.max_attempts && std::chrono::steady_clock::now() - started < policy.budget;
       if (!e.retryable() || !in_budget) throw;
       count_retry(st, e.code());
-      std::this_thread::sleep_for(backoff_delay(policy, attempt + 1));
+      ++attempt;
+      std::this_thread::sleep_for(backoff_delay(policy, attempt));
     } catch (...) {
       st.rollbacks.fetch_add(1, relaxed);
-      run_hooks(rollback_hooks);
+      st.run(rollback_hooks);
       throw;
     }
   }

@@ -19,6 +19,7 @@ std::string_view to_string(errc code) noexcept {
     case errc::outcome_unknown: return "outcome_unknown";
     case errc::pool_timeout: return "pool_timeout";
     case errc::backend_unavailable: return "backend_unavailable";
+    case errc::configuration: return "configuration";
     case errc::timeout: return "timeout";
     case errc::unsupported: return "unsupported";
     case errc::backend_error: return "backend_error";

@@ -291,8 +291,7 @@ std::optional<fenced_row> lock_claim(transaction& tx, const claim_ref& ref) {
                     r[0].get<bool>(4)};
 }
 
-[[noreturn]] void throw_lost(transaction& tx, const claim_ref& ref) {
-  tx.db().count_conflict();
+[[noreturn]] void throw_lost(transaction&, const claim_ref& ref) {
   throw lease_lost("job " + std::to_string(ref.id) + " epoch " + std::to_string(ref.epoch) + " is no longer held");
 }
 

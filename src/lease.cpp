@@ -105,18 +105,17 @@ grant acquire(database& db, std::string_view name, std::string_view owner, std::
 grant renew(database& db, const grant& held, std::chrono::milliseconds ttl) {
   check_name(held.name);
   const auto us = ttl_us(ttl);
-  auto expires = db.write([&](transaction& tx) {
-    return tx.query_optional<micros>(
+  // The loss is raised inside the unit of work, which counts it as a conflict (the one place).
+  const auto expires = db.write([&](transaction& tx) {
+    auto r = tx.query_optional<micros>(
         "UPDATE casecore_leases SET expires_at = casecore_now_us() + $1 "
         "WHERE name = $2 AND owner = $3 AND token = $4 AND expires_at >= casecore_now_us() RETURNING expires_at",
         us, held.name, held.owner, held.token);
+    if (!r) throw lease_lost("lease '" + held.name + "' token " + std::to_string(held.token) + " is no longer held");
+    return *r;
   });
-  if (!expires) {
-    db.count_conflict();
-    throw lease_lost("lease '" + held.name + "' token " + std::to_string(held.token) + " is no longer held");
-  }
   grant g = held;
-  g.expires_at = *expires;
+  g.expires_at = expires;
   return g;
 }
 
@@ -158,7 +157,6 @@ void check(transaction& tx, std::string_view name, std::int64_t token) {
          : "SELECT 1 FROM casecore_leases WHERE name = $1 AND token = $2 AND expires_at >= casecore_now_us()",
       name, token);
   if (!ok) {
-    tx.db().count_conflict();
     throw lease_lost("lease '" + std::string(name) + "' token " + std::to_string(token) + " is stale or expired");
   }
 }

@@ -20,7 +20,9 @@ std::shared_ptr<detail::backend> make_backend(std::string_view url, database_opt
 database open(std::string_view url, database_options options) {
   auto backend = make_backend(url, options);
   database db(std::move(backend), std::move(options));
-  db.read([](transaction&) {}); // open the first connection now: a bad URL or server fails here, typed
+  write_options probe;
+  probe.reconnect_budget = std::chrono::milliseconds(0); // open() reports an unreachable server at once
+  db.read([](transaction&) {}, probe); // open the first connection now: a bad URL or server fails here, typed
   return db;
 }
 

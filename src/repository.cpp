@@ -125,7 +125,6 @@ void repository_core::remove(transaction& tx, std::int64_t id, std::int64_t expe
 
 void repository_core::throw_stale(transaction& tx, std::int64_t id, std::int64_t expected) const {
   auto r = tx.exec(meta_, id);
-  tx.db().count_conflict();
   if (r.empty()) raise(errc::not_found, table_ + " " + std::to_string(id) + " not found");
   const auto current = r[0].get<std::int64_t>(0);
   throw version_conflict(table_ + " " + std::to_string(id) + ": expected version " + std::to_string(expected) +
@@ -150,7 +149,6 @@ std::int64_t repository_core::add(transaction& tx, std::int64_t id, std::string_
   if (!r.empty()) return r[0].get<std::int64_t>(0);
   auto now = tx.exec("SELECT " + c + " FROM " + table_ + " WHERE " + id_ + " = $1", id);
   if (now.empty()) raise(errc::not_found, table_ + " " + std::to_string(id) + " not found");
-  tx.db().count_conflict();
   raise(errc::constraint_violation, table_ + "." + c + " = " + now[0].get<std::string>(0) + ": adding " +
                                         std::to_string(delta) + " would cross its bound");
 }
@@ -174,7 +172,6 @@ std::int64_t repository_core::transition(transaction& tx, std::int64_t id, const
   if (!r.empty()) return r[0].get<std::int64_t>(0);
   auto now = tx.exec("SELECT " + c + ", version FROM " + table_ + " WHERE " + id_ + " = $1", id);
   if (now.empty()) raise(errc::not_found, table_ + " " + std::to_string(id) + " not found");
-  tx.db().count_conflict();
   throw invalid_transition(table_ + " " + std::to_string(id) + ": cannot go " + std::string(from) + " -> " +
                            std::string(to) + ", it is now '" + now[0].get<std::string>(0) + "' at version " +
                            std::to_string(now[0].get<std::int64_t>(1)));
@@ -365,7 +362,6 @@ std::int64_t reorder(transaction& tx, std::string_view name, std::string_view ke
                     name, key, expected_version, t.actor());
     if (r.empty()) {
       auto now = t.exec("SELECT version, updated_by, updated_at FROM casecore_lists WHERE name = $1 AND list_key = $2", name, key);
-      t.db().count_conflict();
       if (now.empty()) {
         if (order.empty() && expected_version == 0) return std::int64_t{0};
         raise(errc::not_found, "list " + std::string(name) + " does not exist");
@@ -407,7 +403,6 @@ bool link(transaction& tx, std::string_view kind, std::int64_t from, std::int64_
   if (tx.query_optional<std::int64_t>("SELECT 1 FROM casecore_links WHERE kind = $1 AND from_id = $2 AND to_id = $3", kind,
                                       from, to))
     return false;
-  tx.db().count_conflict();
   raise(errc::already_exists, "link " + std::string(kind) + " " + std::to_string(from) + " -> " + std::to_string(to) +
                                   " conflicts with an existing link");
 }

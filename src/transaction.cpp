@@ -1,10 +1,10 @@
-#include <casecore/database.hpp>
 #include <casecore/transaction.hpp>
 
 namespace casecore {
 
-transaction::transaction(database& db, detail::connection& conn, detail::tx_mode mode, int attempt, std::string actor)
-    : db_(db), conn_(conn), mode_(mode), attempt_(attempt), actor_(std::move(actor)) {}
+transaction::transaction(detail::connection& conn, detail::tx_mode mode, int attempt, std::string actor,
+                         const detail::hook_runner& hooks)
+    : conn_(conn), hooks_(hooks), mode_(mode), attempt_(attempt), actor_(std::move(actor)) {}
 
 result transaction::exec_values(std::string_view sql, std::span<const value> params) {
   try {
@@ -24,7 +24,7 @@ void transaction::exec_script(std::string_view sql) {
   }
 }
 
-casecore::dialect transaction::dialect() const noexcept { return db_.dialect(); }
+casecore::dialect transaction::dialect() const noexcept { return conn_.dialect(); }
 
 micros transaction::now_us() {
   if (dialect() == casecore::dialect::postgresql)
@@ -67,7 +67,7 @@ void transaction::rollback_savepoint(const savepoint_mark& m) noexcept {
   std::vector<std::function<void()>> undone(std::make_move_iterator(rollback_hooks_.begin() + static_cast<std::ptrdiff_t>(m.rollback_hooks)),
                                             std::make_move_iterator(rollback_hooks_.end()));
   rollback_hooks_.resize(m.rollback_hooks);
-  db_.run_hooks(undone);
+  hooks_.run(undone);
 }
 
 } // namespace casecore

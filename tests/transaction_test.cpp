@@ -4,6 +4,7 @@
 #include <casecore/testing/fixture.hpp>
 #include <casecore/testing/process.hpp>
 #include <casecore/testing/race.hpp>
+#include <casecore/testing/steps.hpp>
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -342,12 +343,88 @@ TEST_CASE("PostgreSQL: a connection lost during COMMIT is outcome_unknown and ne
         "FOR EACH ROW WHEN (NEW.n = 42) EXECUTE FUNCTION die_at_commit();");
   });
   int runs = 0;
+  int committed_hooks = 0, rolled_back_hooks = 0;
   CHECK_THROWS_AS(db.write([&](transaction& tx) {
     ++runs;
+    tx.after_commit([&] { ++committed_hooks; });
+    tx.after_rollback([&] { ++rolled_back_hooks; });
     tx.exec("UPDATE tally SET n = 42 WHERE id = 1");
   }),
                   outcome_unknown);
   CHECK(runs == 1);
+  CHECK(committed_hooks == 0);
+  CHECK(rolled_back_hooks == 0); // it might have committed: a rollback hook must not act on a guess
   CHECK(db.tx_stats().outcome_unknown == 1);
   CHECK(tally(db) == 0); // here the server rolled back; the client could not have known
+}
+
+TEST_CASE("an unknown commit outcome runs neither after_commit nor after_rollback hooks") {
+  // Regression (adversarial review, defect 6): after_rollback used to run when the COMMIT's fate was
+  // unknown, so a host deleting a staged upload there could leave a committed row dangling.
+  scratch_database s;
+  auto db = s.open();
+  make_tally(db);
+  casecore::testing::step_gate gate;
+  gate.fail_at("tx.before_commit", errc::outcome_unknown);
+  int committed_hooks = 0, rolled_back_hooks = 0, runs = 0;
+  CHECK_THROWS_AS(db.write([&](transaction& tx) {
+    ++runs;
+    tx.after_commit([&] { ++committed_hooks; });
+    tx.after_rollback([&] { ++rolled_back_hooks; });
+    tx.exec("UPDATE tally SET n = n + 1 WHERE id = 1");
+  }),
+                  outcome_unknown);
+  CHECK(runs == 1); // never retried
+  CHECK(committed_hooks == 0);
+  CHECK(rolled_back_hooks == 0);
+  CHECK(db.tx_stats().outcome_unknown == 1);
+  // A plain failure still runs the rollback hooks.
+  CHECK_THROWS_AS(db.write([&](transaction& tx) {
+    tx.after_rollback([&] { ++rolled_back_hooks; });
+    raise(errc::invalid_argument, "no");
+  }),
+                  invalid_argument);
+  CHECK(rolled_back_hooks == 1);
+}
+
+TEST_CASE("SQLite: synchronous is FULL unless the URL opts into NORMAL") {
+  // Regression (adversarial review, defect 12): NORMAL in WAL mode can lose the last commits on
+  // power loss, so numbers and tokens already handed out could be handed out again.
+  scratch_database s;
+  if (s.kind() != backend_kind::sqlite) return;
+  auto db = s.open();
+  CHECK(db.read([](transaction& tx) { return tx.query_one<std::int64_t>("PRAGMA synchronous"); }) == 2);
+  auto normal = casecore::open(s.url() + "?synchronous=normal");
+  CHECK(normal.read([](transaction& tx) { return tx.query_one<std::int64_t>("PRAGMA synchronous"); }) == 1);
+}
+
+TEST_CASE("PostgreSQL: transactions state their isolation level whatever the server default") {
+  // Regression (adversarial review, defect 3): a bare BEGIN inherited default_transaction_isolation.
+  scratch_database s;
+  if (s.kind() != backend_kind::postgres) return;
+  for (const char* level : {"repeatable%5C%20read", "serializable"}) {
+    auto db = casecore::open(s.url() + "&options=-cdefault_transaction_isolation%3D" + level);
+    CHECK(db.write([](transaction& tx) { return tx.query_one<std::string>("SHOW transaction_isolation"); }) == "read committed");
+    CHECK(db.read([](transaction& tx) { return tx.query_one<std::string>("SHOW transaction_isolation"); }) == "read committed");
+  }
+}
+
+TEST_CASE("a lock_timeout bounds the wait for a lock held by another transaction") {
+  scratch_database s;
+  auto db = s.open();
+  make_tally(db);
+  casecore::testing::step_gate gate;
+  gate.pause_at("tx.before_commit");
+  std::thread holder([&] { db.write([](transaction& tx) { tx.exec("UPDATE tally SET n = n + 1 WHERE id = 1"); }); });
+  REQUIRE(gate.wait_parked("tx.before_commit"));
+  write_options o;
+  o.lock_timeout = std::chrono::milliseconds(150);
+  o.retry = retry_policy::none();
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK_THROWS_AS(db.write([](transaction& tx) { tx.exec("UPDATE tally SET n = n + 10 WHERE id = 1"); }, o), error);
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  gate.release("tx.before_commit");
+  holder.join();
+  CHECK(waited < std::chrono::seconds(4)); // bounded (the default would wait 5 s on SQLite, forever on PostgreSQL)
+  CHECK(tally(db) == 1);
 }

@@ -42,9 +42,15 @@ TEST_CASE("malformed URLs are a typed bad_url, never a driver exception") {
   }
 }
 
-TEST_CASE("open() reports unreachable and unopenable databases as backend_unavailable") {
+TEST_CASE("open() reports an unreachable server as backend_unavailable, an unopenable file as configuration") {
   CHECK_THROWS_AS(open("postgresql://nobody@127.0.0.1:1/none"), backend_unavailable);
-  CHECK_THROWS_AS(open("sqlite:///nonexistent-dir-casecore/x/y.db"), backend_unavailable);
+  try {
+    open("sqlite:///nonexistent-dir-casecore/x/y.db");
+    FAIL("expected an error");
+  } catch (const error& e) {
+    CHECK(e.code() == errc::configuration);
+    CHECK_FALSE(e.retryable());
+  }
   CHECK_THROWS_AS(open("oracle://x"), bad_url);
 }
 

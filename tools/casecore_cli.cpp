@@ -48,6 +48,7 @@ int exit_code(errc code) {
   switch (code) {
     case errc::invalid_argument:
     case errc::bad_url:
+    case errc::configuration:
     case errc::unsupported: return exit_usage;
     case errc::backend_unavailable:
     case errc::connection_lost:

@@ -3,8 +3,13 @@
 // `database` is a cheap, copyable handle; copies share one pool. All members are thread-safe.
 // write(f) runs f in a write transaction (SQLite: BEGIN IMMEDIATE) and commits, or rolls back on any
 // exception; retryable failures are retried under the retry_policy (see retry.hpp). read(f) runs f
-// in a read-only transaction. Failure modes: every error is a casecore::error; a COMMIT whose outcome
-// is unknown throws outcome_unknown and is never retried.
+// in a read-only transaction. Every transaction is opened with its isolation level, timeouts and
+// (PostgreSQL) search_path stated explicitly, so behaviour never depends on server defaults.
+// Reconnects: while the server cannot be reached (a restart, a failover), a unit of work waits and
+// retries for up to database_options::reconnect_budget instead of failing at once.
+// Failure modes: every error is a casecore::error; a COMMIT whose outcome is unknown throws
+// outcome_unknown, is never retried, and runs neither after_commit nor after_rollback hooks.
+// The unit of work is the one place that counts commits, retries and conflicts (tx_stats()).
 #pragma once
 
 #include <casecore/detail/function_ref.hpp>
@@ -33,7 +38,8 @@ struct tx_metrics {
   std::uint64_t retries_connection = 0;      ///< retries after a dropped connection
   std::uint64_t retries_pool_timeout = 0;    ///< retries after a pool timeout
   std::uint64_t outcome_unknown = 0;         ///< commits whose result is unknown
-  std::uint64_t conflicts = 0;               ///< version / state / fencing conflicts reported
+  std::uint64_t conflicts = 0;               ///< units of work ended by a version / state / fencing conflict
+  std::uint64_t retries_reconnect = 0;       ///< retries after the server could not be reached
   std::uint64_t hook_failures = 0;           ///< hooks that threw
 };
 
@@ -41,6 +47,9 @@ struct tx_metrics {
 struct database_options {
   pool_options pool;                       ///< pool sizing (URL parameters override)
   retry_policy retry;                      ///< default retry budget of write()
+  /// How long a unit of work keeps waiting for an unreachable server (restart, failover) before it
+  /// fails with backend_unavailable; 0 fails at once. Counted from the first failed connect.
+  std::chrono::milliseconds reconnect_budget{15000};
   /// Receives exceptions thrown by after-commit / after-rollback hooks (default: ignored, counted).
   std::function<void(std::exception_ptr)> on_hook_error;
 };
@@ -50,6 +59,13 @@ struct write_options {
   isolation level = isolation::read_committed; ///< PostgreSQL isolation level
   std::optional<retry_policy> retry;           ///< overrides database_options::retry
   std::string actor;                           ///< recorded as updated_by by versioned writes
+  /// Longest wait for a row or table lock in this transaction (PostgreSQL lock_timeout, SQLite busy
+  /// timeout of BEGIN); 0 = the backend default. Running out raises errc::busy.
+  std::chrono::milliseconds lock_timeout{0};
+  /// Longest single statement (PostgreSQL statement_timeout); 0 = the URL's or none. Raises errc::timeout.
+  std::chrono::milliseconds statement_timeout{0};
+  /// Overrides database_options::reconnect_budget for this call.
+  std::optional<std::chrono::milliseconds> reconnect_budget;
 };
 
 namespace detail { struct database_state; }
@@ -65,9 +81,8 @@ public:
     return run<F>(std::forward<F>(f), detail::tx_mode::write, opts);
   }
   /// Run `f(transaction&)` in a read-only transaction; returns what f returns.
-  template <class F> auto read(F&& f) {
-    static const write_options defaults;
-    return run<F>(std::forward<F>(f), detail::tx_mode::read, defaults);
+  template <class F> auto read(F&& f, const write_options& opts = {}) {
+    return run<F>(std::forward<F>(f), detail::tx_mode::read, opts);
   }
 
   /// The SQL dialect.
@@ -78,8 +93,6 @@ public:
   pool_metrics pool_stats() const;
   /// Transaction figures now.
   tx_metrics tx_stats() const;
-  /// Count a conflict reported by a feature (repositories, leases, jobs).
-  void count_conflict() const noexcept;
   /// The options in force.
   const database_options& options() const noexcept;
   /// Identity of the shared state (two handles to one pool compare equal).
@@ -97,9 +110,6 @@ private:
     }
   }
   void run_unit(detail::tx_mode mode, const write_options& opts, detail::function_ref<void(transaction&)> body);
-
-  friend class transaction;
-  void run_hooks(std::vector<std::function<void()>>& hooks) const noexcept;
 
   std::shared_ptr<detail::database_state> state_;
 };

@@ -34,7 +34,9 @@ enum class errc {
   connection_lost,      ///< the connection broke before the outcome was decided
   outcome_unknown,      ///< the connection broke during COMMIT: the write may or may not be durable
   pool_timeout,         ///< no connection became free within the acquire timeout
-  backend_unavailable,  ///< cannot open / reach the database
+  backend_unavailable,  ///< cannot open / reach the database (retried within the reconnect budget)
+  configuration,        ///< the server refused the configuration: unknown database or role, bad password,
+                        ///< bad parameter, a transaction pooler that was not declared; never retried
   timeout,              ///< a statement or wait exceeded its deadline
   unsupported,          ///< the backend or build does not support the request
   backend_error,        ///< any other database error (bad SQL, disk full, corruption)

@@ -3,8 +3,14 @@
 // A transaction is used by the one thread that runs the callable; it is never shared. Statements
 // use `$1..$n` placeholders on both backends and values are always bound, never spliced.
 // Hooks: after_commit hooks run once the COMMIT succeeded, after_rollback hooks once the attempt
-// rolled back (including attempts that are retried). A hook that throws does not skip the others;
-// its exception goes to database_options::on_hook_error and is counted in the metrics.
+// certainly rolled back (including attempts that are retried). When the outcome of the COMMIT is
+// unknown (outcome_unknown: the connection broke while the COMMIT was in flight) NEITHER runs: the
+// transaction may have committed, so a rollback hook that deletes a staged upload would leave a
+// committed row dangling, and a commit hook could announce a write that never happened. The caller
+// gets the outcome_unknown error and reconciles (re-read, then decide). A hook that throws does not
+// skip the others; its exception goes to database_options::on_hook_error and is counted.
+// Layering: a transaction knows its connection and its dialect, nothing above it; retries, hooks
+// and statistics belong to the unit of work (database::write / read).
 #pragma once
 
 #include <casecore/detail/backend.hpp>
@@ -19,12 +25,22 @@
 
 namespace casecore {
 
-class database;
+namespace detail {
+/// Runs hooks for the unit of work (a savepoint rolled back hands its after_rollback hooks here).
+class hook_runner {
+public:
+  virtual ~hook_runner() = default;
+  /// Run and clear `hooks`; a throwing hook does not stop the others.
+  virtual void run(std::vector<std::function<void()>>& hooks) const noexcept = 0;
+};
+} // namespace detail
 
 /// A database transaction in progress.
 class transaction {
 public:
-  transaction(database& db, detail::connection& conn, detail::tx_mode mode, int attempt, std::string actor);
+  /// Built by the unit of work around a connection on which BEGIN was sent.
+  transaction(detail::connection& conn, detail::tx_mode mode, int attempt, std::string actor,
+              const detail::hook_runner& hooks);
   transaction(const transaction&) = delete;
   transaction& operator=(const transaction&) = delete;
 
@@ -83,8 +99,6 @@ public:
   const std::string& actor() const noexcept { return actor_; }
   /// The database's clock, microseconds since the Unix epoch.
   micros now_us();
-  /// The database this transaction belongs to.
-  database& db() noexcept { return db_; }
 
   // Used by database's run loop.
   /// True when a statement failed outside a savepoint that undid it: the transaction cannot commit
@@ -105,8 +119,8 @@ private:
   void release_savepoint(const savepoint_mark& m);
   void rollback_savepoint(const savepoint_mark& m) noexcept;
 
-  database& db_;
   detail::connection& conn_;
+  const detail::hook_runner& hooks_;
   detail::tx_mode mode_;
   int attempt_;
   int depth_ = 0;

@@ -160,13 +160,18 @@ public:
     guarded([&] { return work_->exec(std::string(sql)); });
   }
 
-  void begin(detail::tx_mode mode, isolation level) override {
-    const char* sql = "BEGIN";
-    if (mode == detail::tx_mode::read) sql = "BEGIN READ ONLY";
-    else if (level == isolation::repeatable_read) sql = "BEGIN ISOLATION LEVEL REPEATABLE READ";
-    else if (level == isolation::serializable) sql = "BEGIN ISOLATION LEVEL SERIALIZABLE";
+  void begin(const detail::tx_settings& s) override {
+    // Everything explicit: the isolation level casecore's lock-then-read patterns rely on, whatever
+    // default_transaction_isolation says, and timeouts as SET LOCAL (they end with the transaction).
+    std::string sql = "BEGIN ISOLATION LEVEL ";
+    sql += s.level == isolation::serializable ? "SERIALIZABLE" : s.level == isolation::repeatable_read ? "REPEATABLE READ" : "READ COMMITTED";
+    sql += s.mode == detail::tx_mode::read ? " READ ONLY" : " READ WRITE";
+    if (s.lock_timeout.count() > 0) sql += "; SET LOCAL lock_timeout = " + std::to_string(s.lock_timeout.count());
+    if (s.statement_timeout.count() > 0) sql += "; SET LOCAL statement_timeout = " + std::to_string(s.statement_timeout.count());
     exec_script(sql);
   }
+
+  casecore::dialect dialect() const noexcept override { return casecore::dialect::postgresql; }
 
   void commit() override {
     try {
@@ -261,7 +266,9 @@ std::shared_ptr<detail::backend> make_backend(const database_url& url, database_
 database open(const database_url& url, database_options db_options) {
   auto backend = make_backend(url, db_options);
   database db(std::move(backend), std::move(db_options));
-  db.read([](transaction&) {}); // connect now: an unreachable server fails here, typed
+  write_options probe;
+  probe.reconnect_budget = std::chrono::milliseconds(0); // open() reports an unreachable server at once
+  db.read([](transaction&) {}, probe); // connect now: an unreachable server fails here, typed
   return db;
 }
 

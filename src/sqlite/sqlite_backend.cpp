@@ -43,14 +43,15 @@ const char* pragma_value(synchronous s) {
     case synchronous::full: return "FULL";
     case synchronous::extra: return "EXTRA";
   }
-  return "NORMAL";
+  return "FULL";
 }
 
 class sqlite_connection final : public detail::connection {
 public:
   sqlite_connection(const std::string& path, const options& o)
       : db_(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE | SQLite::OPEN_NOMUTEX | SQLite::OPEN_URI,
-            static_cast<int>(o.busy_timeout.count())) {
+            static_cast<int>(o.busy_timeout.count())),
+        busy_timeout_(o.busy_timeout), current_busy_(o.busy_timeout) {
     db_.exec("PRAGMA journal_mode=WAL");
     db_.exec(std::string("PRAGMA synchronous=") + pragma_value(o.sync));
     db_.exec("PRAGMA foreign_keys=ON");
@@ -91,16 +92,25 @@ public:
     }
   }
 
-  void begin(detail::tx_mode mode, isolation) override {
+  void begin(const detail::tx_settings& s) override {
     // Read transactions refuse writes, as PostgreSQL's READ ONLY does. query_only is sticky and only
     // flipped when the mode changes, so a run of reads (or writes) pays nothing for it.
-    const bool want_read_only = mode == detail::tx_mode::read;
+    const bool want_read_only = s.mode == detail::tx_mode::read;
     if (want_read_only != read_only_) {
       control(want_read_only ? "PRAGMA query_only=ON" : "PRAGMA query_only=OFF");
       read_only_ = want_read_only;
     }
+    // A lock timeout bounds the wait for the write lock (the only lock SQLite waits for), for this
+    // transaction only; the connection's own busy timeout is restored for the next one.
+    const auto wait = s.lock_timeout.count() > 0 ? s.lock_timeout : busy_timeout_;
+    if (wait != current_busy_) {
+      sqlite3_busy_timeout(db_.getHandle(), static_cast<int>(std::min<std::int64_t>(wait.count(), INT32_MAX)));
+      current_busy_ = wait;
+    }
     control(want_read_only ? "BEGIN DEFERRED" : "BEGIN IMMEDIATE");
   }
+
+  casecore::dialect dialect() const noexcept override { return casecore::dialect::sqlite; }
 
   void commit() override {
     // SQLITE_BUSY at COMMIT leaves the transaction open and uncommitted: a known outcome, so the
@@ -201,6 +211,8 @@ private:
 
   SQLite::Database db_;
   std::unordered_map<std::string, std::unique_ptr<SQLite::Statement>, string_hash, std::equal_to<>> cache_;
+  std::chrono::milliseconds busy_timeout_;
+  std::chrono::milliseconds current_busy_;
   bool broken_ = false;
   bool read_only_ = false;
 };
@@ -215,7 +227,8 @@ public:
     } catch (const SQLite::Exception& e) {
       const int raw = e.getExtendedErrorCode() >= 0 ? e.getExtendedErrorCode() : SQLITE_CANTOPEN;
       const errc code = map_error(raw);
-      raise(code == errc::busy ? errc::busy : errc::backend_unavailable,
+      // A file that cannot be opened is not coming back by waiting: no reconnect budget for it.
+      raise(code == errc::busy ? errc::busy : errc::configuration,
             "cannot open SQLite database '" + path_ + "': " + e.what());
     }
   }
@@ -254,7 +267,9 @@ std::shared_ptr<detail::backend> make_backend(const database_url& url, database_
 database open(const database_url& url, database_options db_options, options sqlite_options) {
   auto backend = make_backend(url, db_options, sqlite_options);
   database db(std::move(backend), std::move(db_options));
-  db.read([](transaction&) {}); // open the first connection now: a bad path fails here
+  write_options probe;
+  probe.reconnect_budget = std::chrono::milliseconds(0);
+  db.read([](transaction&) {}, probe); // open the first connection now: a bad path fails here
   return db;
 }
 

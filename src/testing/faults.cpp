@@ -16,10 +16,11 @@ public:
     return inner_->exec(sql, params);
   }
   void exec_script(std::string_view sql) override { inner_->exec_script(sql); }
-  void begin(detail::tx_mode mode, isolation level) override {
+  void begin(const detail::tx_settings& settings) override {
     injector_->maybe_fail(broken_);
-    inner_->begin(mode, level);
+    inner_->begin(settings);
   }
+  casecore::dialect dialect() const noexcept override { return inner_->dialect(); }
   void commit() override { inner_->commit(); }
   void rollback() noexcept override {
     if (!broken_) inner_->rollback();

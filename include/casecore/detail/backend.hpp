@@ -7,6 +7,7 @@
 
 #include <casecore/value.hpp>
 
+#include <chrono>
 #include <memory>
 #include <span>
 #include <string>
@@ -27,6 +28,15 @@ namespace detail {
 /// Whether a transaction may write.
 enum class tx_mode { read, write };
 
+/// What a transaction is opened with. Adapters apply every field explicitly at BEGIN, never by
+/// session state, so nothing depends on server defaults or leaks through a pooler.
+struct tx_settings {
+  tx_mode mode = tx_mode::write;                    ///< read-only or read-write
+  isolation level = isolation::read_committed;      ///< PostgreSQL isolation (SQLite: serializable)
+  std::chrono::milliseconds lock_timeout{0};        ///< longest wait for a row / table lock (0 = adapter default)
+  std::chrono::milliseconds statement_timeout{0};   ///< longest statement (0 = adapter default)
+};
+
 /// One physical connection.
 class connection {
 public:
@@ -35,8 +45,8 @@ public:
   virtual result exec(std::string_view sql, std::span<const value> params) = 0;
   /// Run several ';'-separated statements without parameters (DDL in migrations).
   virtual void exec_script(std::string_view sql) = 0;
-  /// Open a transaction.
-  virtual void begin(tx_mode mode, isolation level) = 0;
+  /// Open a transaction with exactly these settings.
+  virtual void begin(const tx_settings& settings) = 0;
   /// Commit; throws outcome_unknown when the connection breaks while the COMMIT is in flight.
   virtual void commit() = 0;
   /// Roll back, best effort; marks the connection broken if that fails.
@@ -45,6 +55,8 @@ public:
   virtual bool ping() noexcept = 0;
   /// True once the connection is known to be unusable.
   virtual bool broken() const noexcept = 0;
+  /// The SQL dialect.
+  virtual casecore::dialect dialect() const noexcept = 0;
 };
 
 /// A connection factory for one database.

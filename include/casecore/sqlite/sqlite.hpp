@@ -21,7 +21,11 @@ enum class synchronous { off, normal, full, extra };
 
 /// SQLite-specific settings (URL parameters busy_timeout_ms and synchronous override them).
 struct options {
-  synchronous sync = synchronous::normal;          ///< durability vs speed; NORMAL is safe in WAL mode
+  /// Durability. FULL (default) syncs the WAL at every commit, so a committed transaction survives
+  /// power loss: counter numbers, lease tokens and job epochs once handed out are never handed out
+  /// again. NORMAL (opt-in, `?synchronous=normal`) is faster but in WAL mode may lose the last
+  /// commits on power loss (not on a process crash) — numbers and tokens may then repeat.
+  synchronous sync = synchronous::full;
   std::chrono::milliseconds busy_timeout{5000};    ///< how long BEGIN IMMEDIATE waits for the write lock
 };
 
