@@ -16,7 +16,14 @@ TEST_CASE("sqlite URLs parse to a path") {
 TEST_CASE("postgresql URLs keep driver options and mask the password") {
   const auto u = parse_url("postgresql://alice:s3cret@db.example:5433/cases?sslmode=disable&pool_size=4");
   CHECK(u.scheme == "postgresql");
-  CHECK(u.target == "postgresql://alice:s3cret@db.example:5433/cases?sslmode=disable");
+  CHECK(u.target == "postgresql://alice:***@db.example:5433/cases"); // the password lives only in u.password
+  CHECK(u.user == "alice");
+  CHECK(u.password == "s3cret");
+  CHECK(u.dbname == "cases");
+  REQUIRE(u.hosts.size() == 1);
+  CHECK(u.hosts[0].host == "db.example");
+  CHECK(u.hosts[0].port == "5433");
+  CHECK(u.driver.at("sslmode") == "disable");
   CHECK(u.casecore.at("pool_size") == "4");
   CHECK(u.masked.find("s3cret") == std::string::npos);
   CHECK(u.masked == "postgresql://alice:***@db.example:5433/cases");

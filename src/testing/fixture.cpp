@@ -59,7 +59,7 @@ scratch_database::scratch_database(backend_kind kind, std::string url_params) : 
                                      "or run the suite through scripts/test.sh");
   schema_ = "t_" + token;
   pg_admin(admin_url_).write([&](transaction& tx) { tx.exec_script("CREATE SCHEMA " + schema_); });
-  url_ = admin_url_ + (admin_url_.find('?') == std::string::npos ? "?" : "&") + "options=-csearch_path%3D" + schema_ +
+  url_ = admin_url_ + (admin_url_.find('?') == std::string::npos ? "?" : "&") + "schema=" + schema_ +
          (url_params.empty() ? "" : "&" + url_params);
 }
 

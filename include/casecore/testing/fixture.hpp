@@ -2,8 +2,9 @@
 //
 // scratch_database gives each test its own empty database on the chosen backend:
 //   * SQLite: a new file in a new temporary folder, removed afterwards;
-//   * PostgreSQL: a new schema in the server named by CASECORE_TEST_PG_URL (the URL's search_path is
-//     set to it, so child processes opening url() see the same tables), dropped afterwards.
+//   * PostgreSQL: a new schema in the server named by CASECORE_TEST_PG_URL (the URL's `schema=` pins
+//     search_path to it in every transaction — which also works through a transaction pooler — so
+//     child processes opening url() see the same tables), dropped afterwards.
 // The backend comes from CASECORE_TEST_BACKEND (sqlite | postgres, default sqlite). A PostgreSQL
 // fixture without a reachable server throws backend_unavailable: tests fail, they never skip.
 #pragma once
