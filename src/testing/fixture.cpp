@@ -72,6 +72,11 @@ scratch_database::~scratch_database() {
   std::filesystem::remove_all(folder_, ec);
 }
 
+bool behind_test_pooler() {
+  const auto v = env("CASECORE_TEST_PG_POOLER");
+  return !v.empty() && v != "none";
+}
+
 database scratch_database::open(database_options options) const { return casecore::open(url_, std::move(options)); }
 
 } // namespace casecore::testing

@@ -54,4 +54,9 @@ private:
 /// The temporary folder tests use (TMPDIR or /tmp).
 std::filesystem::path temp_root();
 
+/// True when CASECORE_TEST_PG_POOLER names a pooler (transaction | session) between the tests and
+/// PostgreSQL: tests that need a direct session (startup options, killing a server backend by pid,
+/// holding more connections than the pooler has) skip themselves and say why.
+bool behind_test_pooler();
+
 } // namespace casecore::testing
