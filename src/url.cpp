@@ -136,7 +136,21 @@ std::vector<url_host> parse_hosts(std::string_view url, std::string_view list) {
   return out;
 }
 
+bool is_number_key(std::string_view k) { return k.ends_with("_ms") || k.starts_with("pool_"); }
+
 void check_casecore_values(std::string_view url, const std::map<std::string, std::string>& mine) {
+  for (const auto& [k, v] : mine) {
+    std::int64_t n = 0;
+    if (!is_number_key(k)) continue;
+    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (ec != std::errc{} || p != v.data() + v.size() || n < 0 || n > (std::int64_t{1} << 40))
+      fail(url, k + " must be a non-negative integer below 2^40");
+  }
+  if (auto it = mine.find("synchronous"); it != mine.end()) {
+    auto v = it->second;
+    std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (v != "off" && v != "normal" && v != "full" && v != "extra") fail(url, "synchronous must be off, normal, full or extra");
+  }
   if (auto it = mine.find("pooler"); it != mine.end()) {
     const auto& v = it->second;
     if (v != "auto" && v != "none" && v != "session" && v != "transaction")
@@ -173,6 +187,7 @@ database_url parse_sqlite(std::string_view url, std::string_view rest) {
     if (!in(shared_keys, k)) fail(url, "unknown parameter '" + k + "'");
     out.casecore[k] = v;
   }
+  check_casecore_values(url, out.casecore);
   out.masked = std::string(url);
   return out;
 }
@@ -235,17 +250,25 @@ bool is_space_or_quote(char c) { return std::isspace(static_cast<unsigned char>(
 
 std::string mask_secrets(std::string_view text) {
   std::string out(text);
-  // 1. userinfo passwords: from "://" to the last '@' before the URL ends (whitespace or a quote),
-  //    everything after the first ':' is masked. On malformed input this masks more, never less.
-  for (std::size_t pos = out.find("://"); pos != std::string::npos; pos = out.find("://", pos + 3)) {
-    const auto start = pos + 3;
-    auto end = start;
+  // 1. userinfo passwords: in every whitespace- or quote-delimited token that holds an '@', whatever
+  //    follows the first ':' after the scheme up to the token's last '@' is masked. On malformed
+  //    input this masks more than the password, never less.
+  for (std::size_t pos = 0; pos < out.size();) {
+    while (pos < out.size() && is_space_or_quote(out[pos])) ++pos;
+    auto end = pos;
     while (end < out.size() && !is_space_or_quote(out[end])) ++end;
+    const auto scheme_colon = out.find(':', pos);
     const auto at = out.rfind('@', end == 0 ? 0 : end - 1);
-    if (at == std::string::npos || at < start) continue;
-    const auto colon = out.find(':', start);
-    if (colon == std::string::npos || colon > at) continue;
-    out.replace(colon + 1, at - colon - 1, "***");
+    if (scheme_colon != std::string::npos && scheme_colon < end && at != std::string::npos && at > scheme_colon && at < end) {
+      auto start = scheme_colon + 1;
+      while (start < at && out[start] == '/') ++start;
+      const auto colon = out.find(':', start);
+      if (colon != std::string::npos && colon < at) {
+        out.replace(colon + 1, at - colon - 1, "***");
+        end = end - (at - colon - 1) + 3;
+      }
+    }
+    pos = end;
   }
   // 2. password=... / sslpassword=... in queries and keyword/value strings, quoted or not.
   for (std::string_view key : {"sslpassword=", "password="}) {
