@@ -9,6 +9,7 @@
 #include <atomic>
 #include <charconv>
 #include <optional>
+#include <mutex>
 #include <poll.h>
 #include <unordered_map>
 
@@ -96,7 +97,10 @@ struct pg_shared {
   pooler_mode pooler = pooler_mode::auto_detect;
   bool primary = true;                  // this backend's connections must be able to write
   std::chrono::milliseconds statement_timeout{0}, lock_timeout{0};
-  std::string schema;                   // pinned search_path, when set
+  std::string schema;                   // ?schema=, when given
+  std::mutex path_m;                    // guards the one write of pinned_path
+  std::string pinned_path;              // the search_path every transaction pins (written once)
+  std::atomic<bool> path_ready{false};
   std::atomic<bool> unnamed{false};     // use unnamed statements (a transaction pooler is in between)
   std::atomic<bool> pooler_seen{false}; // a pooler was detected (or declared)
   bool track_commits = false;           // primaries with replicas report commit positions (LSNs)
@@ -158,7 +162,14 @@ private:
   // the connection was handed at startup (PgBouncer hands out its own cancel keys); a primary
   // backend must not be in recovery (a standby, or a demoted old primary).
   void probe() {
-    const auto r = unnamed_exec("SELECT pg_backend_pid(), pg_is_in_recovery()", {});
+    const auto r = unnamed_exec("SELECT pg_backend_pid(), pg_is_in_recovery(), current_setting('search_path')", {});
+    if (!shared_->path_ready.load(std::memory_order_acquire)) {
+      std::lock_guard g(shared_->path_m);
+      if (!shared_->path_ready.load(std::memory_order_relaxed)) {
+        shared_->pinned_path = pin_search_path(r[0][2].c_str());
+        shared_->path_ready.store(true, std::memory_order_release);
+      }
+    }
     const auto pid = std::stoll(r[0][0].c_str());
     if (pid != conn_.backendpid() && shared_->pooler == pooler_mode::auto_detect) {
       shared_->pooler_seen = true;
@@ -276,7 +287,7 @@ public:
     const auto lock = s.lock_timeout.count() > 0 ? s.lock_timeout : shared_->lock_timeout;
     if (statement.count() > 0) sql += "; SET LOCAL statement_timeout = " + std::to_string(statement.count());
     if (lock.count() > 0) sql += "; SET LOCAL lock_timeout = " + std::to_string(lock.count());
-    if (!shared_->schema.empty()) sql += "; SET LOCAL search_path = " + shared_->schema + ", pg_temp";
+    sql += "; SET LOCAL search_path = " + search_path();
     exec_script(sql);
   }
 
@@ -335,6 +346,29 @@ public:
   }
 
 private:
+  // The path every transaction pins: ?schema= when given, else the server's configured path without
+  // "$user" (a schema anyone with CREATE could add later, shadowing casecore's tables) and with
+  // pg_temp last (temporary tables must not shadow them either).
+  const std::string& search_path() const noexcept { return shared_->pinned_path; } // ready since probe()
+
+  static std::string pin_search_path(std::string_view configured) {
+    std::string out;
+    std::size_t start = 0;
+    bool quoted = false;
+    for (std::size_t i = 0; i <= configured.size(); ++i) {
+      if (i < configured.size() && configured[i] == '"') quoted = !quoted;
+      if (i < configured.size() && (quoted || configured[i] != ',')) continue;
+      auto item = configured.substr(start, i - start);
+      while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+      while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+      start = i + 1;
+      if (item.empty() || item == "\"$user\"" || item == "$user" || item == "pg_temp") continue;
+      if (!out.empty()) out += ", ";
+      out += item;
+    }
+    return out.empty() ? "pg_catalog, pg_temp" : out + ", pg_temp";
+  }
+
   bool alive_before_commit() {
     if (!conn_.is_open()) return false;
     pollfd p{conn_.sock(), POLLIN, 0};
@@ -403,7 +437,11 @@ std::shared_ptr<pg_shared> make_shared_settings(const database_url& url, interna
   s->primary = which == internal::target::primary;
   s->statement_timeout = std::chrono::milliseconds(url_param(url, "statement_timeout_ms", 0));
   s->lock_timeout = std::chrono::milliseconds(url_param(url, "lock_timeout_ms", 0));
-  if (auto it = url.casecore.find("schema"); it != url.casecore.end()) s->schema = it->second;
+  if (auto it = url.casecore.find("schema"); it != url.casecore.end()) {
+    s->schema = it->second;
+    s->pinned_path = s->schema + ", pg_temp";
+    s->path_ready = true;
+  }
   const auto mode = url.casecore.count("pooler") ? url.casecore.at("pooler") : std::string("auto");
   s->pooler = mode == "none" ? pooler_mode::none
               : mode == "session" ? pooler_mode::session
