@@ -26,6 +26,9 @@ PACKAGES=(
     libssl-dev
     postgresql-15
     postgresql-client-15
+    pgbouncer   # the suite runs through PgBouncer 1.18 in transaction and session mode
+    iproute2    # test hosts in network namespaces (scripts/netns.sh)
+    faketime    # skewed clocks per process in lease and trigger tests
 )
 
 die() {
