@@ -204,7 +204,10 @@ TEST_CASE("behind a declared transaction pooler, or without a listen URL, the tr
   scratch_database s;
   auto db = s.open();
   std::vector<std::string> events;
-  auto o = listening_on(s.url() + (s.url().find('?') == std::string::npos ? "?" : "&") + "pooler=transaction", fresh("ch_"));
+  // A password in the URL must not reach the log line (the pooler URL is never connected to).
+  auto pooled = s.url() + (s.url().find('?') == std::string::npos ? "?" : "&") + "pooler=transaction";
+  pooled.replace(pooled.find("@"), 1, ":s3cret-pw@");
+  auto o = listening_on(pooled, fresh("ch_"));
   o.on_event = [&](std::string_view line) { events.emplace_back(line); };
   auto t = pg::make_notify_transport(db, o);
   const auto st = t->stats();
@@ -213,7 +216,8 @@ TEST_CASE("behind a declared transaction pooler, or without a listen URL, the tr
   REQUIRE(events.size() == 1);
   CHECK(events[0].find("pooler=transaction") != std::string::npos);
   CHECK(events[0].find("direct URL") != std::string::npos);
-  CHECK(events[0].find("***") == std::string::npos); // no password in the test URL, but never a raw one
+  CHECK(events[0].find("s3cret-pw") == std::string::npos);
+  CHECK(events[0].find("***") != std::string::npos);
   metrics::sample_sink sink;
   t->collect(sink);
   bool polling_reported = false;
@@ -315,6 +319,17 @@ TEST_CASE("the PostgreSQL blob store streams in chunks and verifies each chunk's
   CHECK(count_rows(db, "SELECT count(*) FROM casecore_blob_chunks") == (100 * 1024 + 4095) / 4096);
   CHECK(count_rows(db, "SELECT count(*) FROM casecore_blob_uploads") == 0);
   CHECK(store->get("streamed") == content);
+  {
+    const auto chunks = count_rows(db, "SELECT count(*) FROM casecore_blob_chunks");
+    auto w = store->open_writer();
+    w->write(bytes_of(content)); // 25 chunks uploaded before the commit is refused
+    CHECK(store->put("fenced", "newer holder", fence{"file:9", 8}));
+    CHECK_THROWS_AS(w->commit("stale", fence{"file:9", 7}), lease_lost);
+    CHECK_FALSE(store->exists("stale"));
+    CHECK(count_rows(db, "SELECT count(*) FROM casecore_blob_uploads") == 0); // the refused upload is gone
+    CHECK(count_rows(db, "SELECT count(*) FROM casecore_blob_chunks") == chunks + 1);
+  }
+  CHECK(store->remove("fenced"));
 
   SUBCASE("a reader of a blob removed meanwhile fails with not_found") {
     auto r = store->open_reader("streamed");

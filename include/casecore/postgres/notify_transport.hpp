@@ -34,6 +34,8 @@
 //   db.write([&](transaction& tx) { jobs::enqueue(tx, spec); transport->notify(tx, w.topic); });
 // Thread safety: every method may be called from any thread; a subscription is used by one thread
 // at a time; the transport must outlive its subscriptions and the transactions it was handed to.
+// The destructor stops the listener thread; while that thread is inside a connect attempt to an
+// unreachable server it waits for it (connect_timeout = 10 s unless listen_url sets one).
 #pragma once
 
 #include <casecore/database.hpp>
