@@ -43,12 +43,12 @@ bool declares_transaction_pooler(const database_url& url) {
   return false;
 }
 
-// Adds a libpq parameter unless present, in either conninfo form (URI or keyword=value).
-std::string with_param(std::string conninfo, const std::string& key, const std::string& value) {
-  if (conninfo.find(key + "=") != std::string::npos) return conninfo;
-  if (conninfo.starts_with("postgres://") || conninfo.starts_with("postgresql://"))
-    return conninfo + (conninfo.find('?') == std::string::npos ? "?" : "&") + key + "=" + value;
-  return conninfo + " " + key + "='" + value + "'";
+
+// PgBouncer and other poolers hand the client their own backend key: the pid libpq was given differs
+// from the server process that answers.
+bool behind_pooler(pqxx::connection& conn) {
+  pqxx::nontransaction w(conn);
+  return w.exec("SELECT pg_backend_pid()")[0][0].as<int>() != conn.backendpid();
 }
 
 // A dead peer (host gone, network cut) must end the wait on the socket: with keepalives the kernel
@@ -167,6 +167,16 @@ struct notify_transport::impl {
         conn->inhibit_reactivation(true); // a silent reconnect would drop the LISTEN unnoticed
 #pragma GCC diagnostic pop
         tune_socket(conn->sock());
+        if (behind_pooler(*conn)) {
+          // LISTEN through a pooler would listen on a server connection other clients then get.
+          {
+            std::lock_guard g(m);
+            st.mode = "polling: a pooler sits between this listener and the server (detected)";
+          }
+          log("not listening: " + masked + " reaches PostgreSQL through a pooler (its backend pid differs from the "
+              "server's); give a direct URL to the server as listen_url. Other hosts' workers find work by polling");
+          return;
+        }
         rcv = std::make_unique<receiver>(*conn, opt.channel, *this); // sends LISTEN
         if (!conn->is_open()) throw pqxx::broken_connection("connection lost during LISTEN");
       } catch (const std::exception& e) {
@@ -176,7 +186,8 @@ struct notify_transport::impl {
           std::lock_guard g(m);
           ++st.connect_failures;
         }
-        if (!failing) log(std::string("cannot LISTEN on ") + masked + ": " + e.what() + " — retrying with backoff; workers poll meanwhile");
+        if (!failing)
+          log("cannot LISTEN on " + masked + ": " + mask_secrets(e.what()) + " — retrying with backoff; workers poll meanwhile");
         failing = true;
         if (!pause(delay)) return;
         delay = std::min(delay * 2, opt.reconnect_max);
@@ -273,7 +284,10 @@ notify_transport::notify_transport(database db, notify_transport_options options
     return;
   }
   s.st.mode = "listen";
-  s.conninfo = with_param(with_param(detail::libpq_conninfo(url), "connect_timeout", "10"), "application_name", "casecore_listener");
+  auto listener_url = url;
+  listener_url.driver.try_emplace("connect_timeout", "10");
+  listener_url.driver.try_emplace("application_name", "casecore_listener");
+  s.conninfo = internal::libpq_conninfo(listener_url);
   if (::pipe2(s.wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0) raise(errc::internal, "notify transport: cannot create a pipe");
   s.listener = std::thread([&s] { s.run(); });
   if (!wait_listening(s.opt.startup_wait))

@@ -236,6 +236,28 @@ TEST_CASE("behind a declared transaction pooler, or without a listen URL, the tr
   CHECK_THROWS_AS(pg::make_notify_transport(db, listening_on("postgresql://[broken", "ok")), casecore::bad_url);
 }
 
+TEST_CASE("a listen URL that goes through an undeclared pooler is detected: the transport polls and says why") {
+  CASECORE_PG_PORTS_ONLY();
+  const char* bouncer = std::getenv("CASECORE_TEST_PGBOUNCER_URL");
+  if (!bouncer || !*bouncer) {
+    MESSAGE("skipped: CASECORE_TEST_PGBOUNCER_URL is not set (scripts/test.sh starts a PgBouncer)");
+    return;
+  }
+  scratch_database s;
+  std::vector<std::string> events;
+  std::mutex m;
+  auto o = listening_on(bouncer, fresh("ch_"));
+  o.on_event = [&](std::string_view line) {
+    std::lock_guard g(m);
+    events.emplace_back(line);
+  };
+  auto t = pg::make_notify_transport(s.open(), o);
+  CHECK(eventually([&] { return t->stats().mode.find("detected") != std::string::npos; }));
+  CHECK_FALSE(t->stats().listening);
+  std::lock_guard g(m);
+  CHECK(std::any_of(events.begin(), events.end(), [](const std::string& e) { return e.find("through a pooler") != std::string::npos; }));
+}
+
 TEST_CASE("a listener whose server is unreachable keeps retrying without failing the host") {
   CASECORE_PG_PORTS_ONLY();
   scratch_database s;
