@@ -132,17 +132,20 @@ constexpr auto busy_window = std::chrono::milliseconds(20);
 // opened after a close, and its callers were then served the old database's prefetched numbers.
 struct combiners {
   std::mutex m;
-  std::map<std::pair<std::string, std::string>, std::shared_ptr<combiner>, std::less<>> by_counter;
+  // Key: name + '\n' + scope (neither may contain a control character), looked up without allocating.
+  std::map<std::string, std::shared_ptr<combiner>, std::less<>> by_counter;
 };
 constexpr char combiners_key = 0; // its address names the slot
 
 std::shared_ptr<combiner> combiner_for(const database& db, std::string_view name, std::string_view scope) {
   auto all = std::static_pointer_cast<combiners>(
       detail::feature_state(db, &combiners_key, [] { return std::static_pointer_cast<void>(std::make_shared<combiners>()); }));
+  thread_local std::string key;
+  key.assign(name).append(1, '\n').append(scope);
   std::lock_guard g(all->m);
-  auto& slot = all->by_counter[{std::string(name), std::string(scope)}];
-  if (!slot) slot = std::make_shared<combiner>();
-  return slot;
+  auto it = all->by_counter.find(std::string_view(key));
+  if (it == all->by_counter.end()) it = all->by_counter.emplace(key, std::make_shared<combiner>()).first;
+  return it->second;
 }
 
 void adapt_prefetch(combiner& c) {
