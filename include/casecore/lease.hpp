@@ -29,6 +29,8 @@
 // idle_in_transaction_session_timeout (and TCP keepalives) so that a partitioned or stopped holder's
 // transaction is ended by the server; until then acquirers get errc::timeout, never a second holder.
 // No session-level advisory locks are used (safe behind transaction poolers).
+// Step for tests (casecore/testing/steps.hpp): "lease.acquire.locked" — an acquirer holds an expired
+// lease's row (SQLite: the write lock) and is about to take it over.
 //
 // Failure modes: invalid_argument for an empty or > 200-byte name or owner, a control character
 // (C0, DEL, C1) or invalid UTF-8 in one, a non-positive TTL or a negative timeout (nothing written);
