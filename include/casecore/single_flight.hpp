@@ -337,7 +337,9 @@ private:
       // Another process computes: wait for its result, its failure, or the end of its claim (expired
       // after a crash, or given up), then look again and possibly claim ourselves.
       for (auto st = detail::flight_read(db_, key);; st = detail::flight_read(db_, key)) {
-        if (st.exists && following == 0) following = st.generation;
+        // Follow the claim seen first; a lower generation means the row was deleted (a success) and
+        // a new one started, which is then the claim to follow.
+        if (st.exists && (following == 0 || st.generation < following)) following = st.generation;
         if (st.exists && following > 0 && st.generation >= following && st.failed_generation >= following)
           raise(errc::flight_failed, "single-flight '" + std::string(key) + "': the computation in another process failed: " +
                                          st.failure);
