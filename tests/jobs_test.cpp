@@ -72,6 +72,38 @@ TEST_CASE("enqueueing an active (operation, subject) again returns the existing 
   CHECK(jobs::get(db, a.id)->state == jobs::job_state::succeeded);
 }
 
+TEST_CASE("re-enqueueing while a job runs queues one job next to it; the newest payload runs after the current run") {
+  // Issue 10, defect 7: dedup covered queued *and running* jobs, so a request made while the job ran
+  // returned created=false and its newer payload never ran (a lost update).
+  scratch_database s;
+  auto db = migrated(s);
+  auto first = spec("full", "file:1", {"count", "index"});
+  first.payload = "v1";
+  const auto a = jobs::enqueue(db, first);
+  CHECK(a.created);
+  const auto running = jobs::claim(db, claimer("w", 10)).at(0);
+  CHECK(running.payload == "v1");
+  auto second = first;
+  second.payload = "v2";
+  const auto b = jobs::enqueue(db, second);
+  CHECK(b.created);
+  CHECK(b.id != a.id);
+  auto third = first;
+  third.payload = "v3";
+  const auto c = jobs::enqueue(db, third); // one job waits per (operation, subject): it takes the newest payload
+  CHECK_FALSE(c.created);
+  CHECK(c.id == b.id);
+  CHECK(jobs::get(db, b.id)->payload == "v3");
+  CHECK(jobs::get(db, b.id)->state == jobs::job_state::queued);
+  CHECK(jobs::claim(db, claimer("w2", 10)).empty()); // never two runs of one (operation, subject) at once
+  complete_all(db, running);
+  const auto next = jobs::claim(db, claimer("w2", 10));
+  REQUIRE(next.size() == 1);
+  CHECK(next[0].id == b.id);
+  CHECK(next[0].payload == "v3");
+  CHECK(next[0].current_stage == 0);
+}
+
 TEST_CASE("bulk enqueue collapses duplicates within the batch and against existing jobs, in the caller's transaction") {
   scratch_database s;
   auto db = migrated(s);
