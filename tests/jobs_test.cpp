@@ -52,7 +52,7 @@ void complete_all(database& db, const jobs::job& j) {
 
 } // namespace
 
-TEST_CASE("enqueueing an active (operation, subject) again returns the existing job") {
+TEST_CASE("enqueueing a waiting (operation, subject) again returns the waiting job") {
   scratch_database s;
   auto db = migrated(s);
   auto a = jobs::enqueue(db, spec("full", "file:1", {"count", "index", "rules", "iocs"}));
@@ -60,16 +60,23 @@ TEST_CASE("enqueueing an active (operation, subject) again returns the existing 
   auto b = jobs::enqueue(db, spec("full", "file:1"));
   CHECK_FALSE(b.created);
   CHECK(b.id == a.id);
+  CHECK(jobs::get(db, a.id)->stages.size() == 4); // the waiting job keeps its stages
   CHECK(jobs::enqueue(db, spec("reindex", "file:1")).created); // another operation is another job
-  // Running still counts as active; once it finished a new one may be enqueued.
+  // Once it runs, a new request waits next to it; once it finished, a new one is created again.
   auto claimed = jobs::claim(db, claimer("w", 10));
   REQUIRE(claimed.size() == 2);
-  CHECK(jobs::enqueue(db, spec("full", "file:1")).id == a.id);
+  const auto next = jobs::enqueue(db, spec("full", "file:1"));
+  CHECK(next.created);
+  CHECK(next.id != a.id);
   for (const auto& j : claimed) complete_all(db, j);
+  CHECK(jobs::enqueue(db, spec("full", "file:1")).id == next.id); // still waiting
+  CHECK(jobs::get(db, a.id)->state == jobs::job_state::succeeded);
+  const auto again = jobs::claim(db, claimer("w", 10));
+  REQUIRE(again.size() == 1);
+  complete_all(db, again[0]);
   auto c = jobs::enqueue(db, spec("full", "file:1"));
   CHECK(c.created);
-  CHECK(c.id != a.id);
-  CHECK(jobs::get(db, a.id)->state == jobs::job_state::succeeded);
+  CHECK(c.id != next.id);
 }
 
 TEST_CASE("re-enqueueing while a job runs queues one job next to it; the newest payload runs after the current run") {
