@@ -129,6 +129,12 @@ const std::string& claim(dialect d) {
   return d == dialect::postgresql ? pg : lite;
 }
 
+const std::string& claim_candidates_sqlite() {
+  static const std::string s = cat({"SELECT q.id FROM casecore_jobs q WHERE q.state = 'queued' AND ", no_running_sibling,
+                                    " ORDER BY q.priority DESC, q.run_at, q.id LIMIT $1"});
+  return s;
+}
+
 const std::string& heartbeat(dialect d) {
   // Rows locked right now (a completing batch, a guarded check) are skipped, never waited for.
   static const std::string pg =
@@ -194,6 +200,12 @@ const std::string& complete_pg() {
       "lease_expires_at = CASE WHEN j.current_stage + 1 >= j.stage_count THEN 0 ELSE j.lease_expires_at END, "
       "last_error = CASE WHEN j.current_stage + 1 >= j.stage_count THEN '' ELSE j.last_error END, "
       "heartbeat_at = casecore_now_us() FROM l WHERE j.id = l.id RETURNING j.id, j.stages, j.state, j.cancel_requested";
+  return s;
+}
+
+const std::string& replace_payload() {
+  static const std::string s = "UPDATE casecore_jobs SET payload = $3 WHERE operation = $1 AND subject = $2 "
+                               "AND state IN ('queued', 'scheduled') RETURNING id";
   return s;
 }
 
@@ -378,10 +390,7 @@ void bind_spec(std::vector<value>& params, const prepared_spec& p) {
 // The waiting job of the key takes the newest payload; its row stays locked until the caller's
 // transaction commits, so no claim can start it before the caller's business write is visible.
 std::optional<std::int64_t> replace_waiting_payload(transaction& tx, const job_spec& s) {
-  return tx.query_optional<std::int64_t>(
-      "UPDATE casecore_jobs SET payload = $3 WHERE operation = $1 AND subject = $2 AND state IN ('queued', 'scheduled') "
-      "RETURNING id",
-      s.operation, s.subject, s.payload);
+  return tx.query_optional<std::int64_t>(sqlt::replace_payload(), s.operation, s.subject, s.payload);
 }
 
 enqueued enqueue_one(transaction& tx, const prepared_spec& p) {
@@ -686,11 +695,7 @@ std::vector<job> claim(database& db, const claim_options& o) {
       return out;
     }
     std::vector<std::int64_t> ids;
-    for (auto r : tx.exec("SELECT q.id FROM casecore_jobs q WHERE q.state = 'queued' AND NOT EXISTS (SELECT 1 FROM "
-                          "casecore_jobs r WHERE r.operation = q.operation AND r.subject = q.subject AND r.state = 'running') "
-                          "ORDER BY q.priority DESC, q.run_at, q.id LIMIT $1",
-                          batch))
-      ids.push_back(r.get<std::int64_t>(0));
+    for (auto r : tx.exec(sqlt::claim_candidates_sqlite(), batch)) ids.push_back(r.get<std::int64_t>(0));
     claim_sqlite(tx, ids, o, out);
     return out;
   });

@@ -9,8 +9,11 @@
 #include <casecore/open.hpp>
 #include <casecore/testing/fixture.hpp>
 #include <casecore/testing/process.hpp>
+#include <casecore/testing/steps.hpp>
 #include <casecore/worker.hpp>
 #include <doctest/doctest.h>
+
+#include <boost/thread/thread.hpp>
 
 #include <csignal>
 #include <map>
@@ -400,4 +403,126 @@ TEST_CASE("a holder stopped with SIGSTOP past its lease and then continued has e
     db.write([](transaction& tx) { tx.exec("INSERT INTO holder_control(what) VALUES('quit')"); });
     CHECK(child.wait().exit_code == 0);
   }
+}
+
+TEST_CASE("a handler observes the loss of its claim: stop token, lost(), Boost interruption; its fence is the claim's token") {
+  const auto lease = casecore::testing::job_lease(300ms);
+  scratch_database s;
+  auto db = migrated(s, 8);
+  jobs::job_spec sp;
+  sp.operation = "index";
+  sp.subject = "file:7";
+  const auto id = jobs::enqueue(db, sp).id;
+  struct seen_t {
+    std::atomic<bool> started{false}, interrupted{false}, stop_requested{false}, lost{false}, second_ok{false};
+    std::atomic<std::int64_t> token{0};
+    std::mutex m;
+    casecore::fence fence;
+  } seen;
+  jobs::worker_options o;
+  o.threads = 1;
+  o.lease = lease;
+  o.poll = 10ms;
+  jobs::worker w(db, o);
+  w.on_stage("index", "run", [&](jobs::job_context& c) {
+    {
+      std::lock_guard g(seen.m);
+      seen.fence = c.fence();
+    }
+    seen.token = c.ref().epoch;
+    seen.started = true;
+    const auto give_up = std::chrono::steady_clock::now() + 60s;
+    try {
+      while (std::chrono::steady_clock::now() < give_up) {
+        boost::this_thread::interruption_point();
+        std::this_thread::sleep_for(2ms);
+      }
+    } catch (const boost::thread_interrupted&) {
+      seen.interrupted = true;
+      seen.stop_requested = c.stop_token().stop_requested();
+      seen.lost = c.lost();
+      throw;
+    }
+  });
+  w.on_stage("other", "run", [&](jobs::job_context&) {
+    // The same thread runs on: an interruption meant for the lost job must not reach this one.
+    for (int i = 0; i < 20; ++i) {
+      boost::this_thread::interruption_point();
+      std::this_thread::sleep_for(1ms);
+    }
+    seen.second_ok = true;
+  });
+  casecore::testing::step_gate gate;
+  gate.pause_at("jobs.heartbeat"); // the heartbeat thread: its next beat waits until released
+  w.start();
+  REQUIRE(wait_until([&] { return seen.started.load(); }));
+  REQUIRE(gate.wait_parked("jobs.heartbeat"));
+  std::this_thread::sleep_for(lease * 2); // expired on the database clock
+  jobs::job thief;
+  REQUIRE(wait_until([&] {
+    jobs::reclaim_expired(db); // (the worker's own maintenance thread may have done it already)
+    jobs::claim_options co;
+    co.owner = "thief";
+    co.lease = 60s;
+    auto got = jobs::claim(db, co);
+    if (got.empty()) return false;
+    thief = got[0];
+    return true;
+  }));
+  gate.release("jobs.heartbeat");
+  CHECK(wait_until([&] { return seen.interrupted.load(); }));
+  CHECK(seen.stop_requested);
+  CHECK(seen.lost);
+  {
+    std::lock_guard g(seen.m);
+    CHECK(seen.fence.scope == "file:7");
+    CHECK(seen.fence.token == seen.token.load());
+    CHECK(seen.fence.token < thief.lease_epoch);
+  }
+  jobs::job_spec other = sp;
+  other.operation = "other";
+  jobs::enqueue(db, other);
+  CHECK(wait_until([&] { return seen.second_ok.load(); }));
+  w.stop();
+  CHECK(w.stats().lost == 1);
+  const auto j = jobs::get(db, id);
+  CHECK(j->state == jobs::job_state::running);
+  CHECK(j->lease_owner == "thief");
+  CHECK(j->lease_epoch == thief.lease_epoch);
+}
+
+TEST_CASE("stop() hands back every job of a batch that has not started, and keeps heartbeating until then") {
+  const auto lease = casecore::testing::job_lease(300ms);
+  scratch_database s;
+  auto db = migrated(s);
+  db.write([](transaction& tx) {
+    for (int i = 0; i < 4; ++i) {
+      jobs::job_spec sp;
+      sp.operation = "full";
+      sp.subject = "file:" + std::to_string(i);
+      sp.stages = {"a", "b"};
+      jobs::enqueue(tx, sp);
+    }
+  });
+  std::atomic<bool> in_stage{false};
+  jobs::worker_options o;
+  o.threads = 1;
+  o.batch = 4;
+  o.lease = lease;
+  o.poll = 10ms;
+  jobs::worker w(db, o);
+  w.on_stage("a", [&](jobs::job_context& c) {
+    in_stage = true;
+    std::this_thread::sleep_for(lease * 2); // longer than the lease: heartbeats must keep all four
+    record(c);
+  });
+  w.on_stage("b", [&](jobs::job_context& c) { record(c); });
+  w.start();
+  REQUIRE(wait_until([&] { return in_stage.load(); }));
+  w.stop();
+  CHECK(w.stats().released == 4);
+  CHECK(w.stats().lost == 0);
+  CHECK(scalar(db, "SELECT count(*) FROM casecore_jobs WHERE state = 'queued' AND attempts = 0") == 4);
+  CHECK(scalar(db, "SELECT count(*) FROM casecore_jobs WHERE current_stage = 1") == 1); // the running stage finished
+  CHECK(scalar(db, "SELECT count(*) FROM stage_runs") == 1);
 }

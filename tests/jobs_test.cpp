@@ -1,5 +1,7 @@
 // The job queue: dedup (single, bulk, threads, processes), claims, fencing by epoch, stages,
 // retries, cancellation, priorities, run-at, limits, reclaim, prune, inspection. Both backends.
+#include "jobs_env.hpp"
+
 #include <casecore/job_queue.hpp>
 #include <casecore/migration.hpp>
 #include <casecore/open.hpp>
@@ -383,7 +385,7 @@ TEST_CASE("concurrency limits hold under many concurrent claimers (checked from 
   db.write([&](transaction& tx) { jobs::enqueue_bulk(tx, specs); });
   std::atomic<int> done{0};
   casecore::testing::race(8, [&](std::size_t t) {
-    auto o = claimer("w" + std::to_string(t), 3);
+    auto o = claimer("w" + std::to_string(t), casecore::testing::job_batch(3));
     o.max_running = 4;
     o.max_per_key = 1;
     const auto deadline = std::chrono::steady_clock::now() + 60s;
