@@ -8,16 +8,22 @@
 #include <casecore/detail/backend.hpp>
 
 #include <string>
+#include <string_view>
 
 namespace casecore::detail::job_sql {
 
-/// Promote due scheduled jobs to queued: $1 = at most this many.
-const std::string& promote(dialect d);
-/// Claim without limits: PostgreSQL $1 = batch, $2 = owner, $3 = lease (µs); SQLite $1 = JSON array
-/// of the candidates' ids, $2 = owner, $3 = lease (then the token counter advances by their number).
-const std::string& claim(dialect d);
-/// SQLite's claim candidates (the head of the ready index): $1 = batch.
-const std::string& claim_candidates_sqlite();
+/// " LIMIT n" for a batch n in 1..1000 (written into the text: see jobs.cpp); invalid_argument otherwise.
+std::string limit_clause(std::int64_t n);
+/// Promote at most `limit` due scheduled jobs to queued (no parameters).
+std::string promote(dialect d, std::int64_t limit);
+/// Claim without limits: $1 = owner, $2 = lease (µs). PostgreSQL claims up to `batch` jobs; SQLite
+/// claims the candidates in $3 (a JSON array of ids; `batch` is unused) and the caller then advances
+/// the token counter by their number.
+std::string claim(dialect d, std::int64_t batch);
+/// The claim's "no job of this key runs" condition on q (PostgreSQL's keeps the probe per row).
+std::string_view no_running_sibling_text(bool postgresql);
+/// SQLite's claim candidates (the head of the ready index), at most `batch` (no parameters).
+std::string claim_candidates_sqlite(std::int64_t batch);
 /// Heartbeat: $1 = lease (µs), $2 = job ids, $3 = tokens (PostgreSQL arrays / SQLite JSON arrays).
 const std::string& heartbeat(dialect d);
 /// Of the refs a heartbeat did not extend, those still held (row locked: skipped): $1 = ids, $2 = tokens.
