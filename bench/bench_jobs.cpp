@@ -15,6 +15,7 @@
 //     (PostgreSQL, from /proc), then the enqueue-to-start latency of jobs enqueued one at a time.
 #include "harness.hpp"
 
+#include <casecore/detail/step.hpp>
 #include <casecore/job_queue.hpp>
 #include <casecore/migration.hpp>
 #include <casecore/open.hpp>
@@ -312,6 +313,21 @@ int drain(const std::string& admin, int jobs_n, int threads, int batch) {
 
 // --- long runs ---------------------------------------------------------------------------------
 
+// The longest casecore transaction (BEGIN .. before COMMIT) any thread of this process ran since the
+// last read, measured with the unit of work's step hooks: SQLite has no pg_stat_activity.
+std::atomic<std::int64_t> longest_tx_us{0};
+thread_local std::chrono::steady_clock::time_point tx_began;
+void tx_steps(std::string_view name) {
+  if (name == "tx.begun") {
+    tx_began = std::chrono::steady_clock::now();
+  } else if (name == "tx.before_commit") {
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - tx_began).count();
+    auto cur = longest_tx_us.load();
+    while (cur < us && !longest_tx_us.compare_exchange_weak(cur, us)) {
+    }
+  }
+}
+
 // A fresh database for one long run: a new PostgreSQL database on the server of an admin URL, or a
 // new SQLite file.
 struct fresh_db {
@@ -461,6 +477,8 @@ int soak(const std::string& target, const args_t& a) {
     sizes z;
   };
   std::vector<slice> slices;
+  if (!f.pg) casecore::detail::set_step_hook(&tx_steps);
+  longest_tx_us = 0;
   double max_oldest_ms = 0, slice_oldest_ms = 0;
   const auto step = std::max<std::int64_t>(1, n / 10);
   std::int64_t boundary = step, last_count = 0;
@@ -480,6 +498,8 @@ int soak(const std::string& target, const args_t& a) {
         slice_oldest_ms = std::max(slice_oldest_ms, age);
       } catch (const std::exception&) {
       }
+    } else {
+      slice_oldest_ms = std::max(slice_oldest_ms, static_cast<double>(longest_tx_us.exchange(0)) / 1000.0);
     }
     const auto done = static_cast<std::int64_t>(w.stats().succeeded);
     while (done >= boundary && static_cast<std::int64_t>(slices.size()) < 10) {
@@ -491,8 +511,14 @@ int soak(const std::string& target, const args_t& a) {
       s.z = measure_sizes(probe, f);
       max_oldest_ms = std::max(max_oldest_ms, slice_oldest_ms);
       slices.push_back(s);
-      std::printf("  slice %2zu: %7.0f jobs/s, oldest tx %6.1f ms, dead %8lld, jobs %6.1f MB + idx %6.1f MB, stages %6.1f MB\n",
-                  slices.size(), s.rate, s.oldest_ms, static_cast<long long>(s.z.dead), mb(s.z.table), mb(s.z.index), mb(s.z.stages));
+      if (f.pg)
+        std::printf("  slice %2zu: %7.0f jobs/s, oldest tx %6.1f ms, dead tuples %8lld, jobs %6.1f MB + indexes %6.1f MB, "
+                    "stages %6.1f MB\n",
+                    slices.size(), s.rate, s.oldest_ms, static_cast<long long>(s.z.dead), mb(s.z.table), mb(s.z.index),
+                    mb(s.z.stages));
+      else
+        std::printf("  slice %2zu: %7.0f jobs/s, longest tx %6.1f ms, free pages %6.1f MB, database file %6.1f MB\n", slices.size(),
+                    s.rate, s.oldest_ms, mb(s.z.dead), mb(s.z.table));
       std::fflush(stdout);
       if (csv) csv << backend << ',' << label << ',' << slices.size() << ',' << s.rate << ',' << s.oldest_ms << ',' << s.z.dead << ','
                    << s.z.table << ',' << s.z.index << ',' << s.z.stages << '\n';
@@ -505,6 +531,7 @@ int soak(const std::string& target, const args_t& a) {
   const double secs = std::chrono::duration<double>(clk::now() - start).count();
   const auto processed = w.stats().succeeded;
   w.stop();
+  casecore::detail::set_step_hook(nullptr);
   // Let the leader finish one more prune round, then measure the steady state.
   jobs::prune(db, wo.retain);
   const auto end = measure_sizes(db, f);
