@@ -8,6 +8,7 @@
 # PG_ADMIN_URL: a server where the bench may CREATE / DROP databases (use fsync on for figures:
 # CASECORE_PG_DURABLE=1 scripts/pg-cluster.sh start DIR). BENCH_JOBS: the bench_jobs binary
 # (default build/default/bench/bench_jobs). The plot needs gnuplot (Debian: gnuplot-nox).
+# PLOT_ONLY=1: skip the runs, summarise and plot what OUT_DIR already holds.
 set -euo pipefail
 [[ $# -ge 2 && $# -le 4 ]] || { sed -n '6p' "$0" | sed 's/^# //' >&2; exit 2; }
 url=$1
@@ -19,19 +20,21 @@ bin=${BENCH_JOBS:-$here/../build/default/bench/bench_jobs}
 [[ -x $bin ]] || { echo "jobs_soak: $bin not built (cmake --build build/default --target bench_jobs)" >&2; exit 2; }
 mkdir -p "$out"
 csv=$out/slices.csv
-: >"$csv"
 run() { # run NAME ARGS...
     local name=$1
     shift
     echo "== $name" >&2
     "$bin" "$@" | tee "$out/$name.txt"
 }
+if [[ -z ${PLOT_ONLY:-} ]]; then
+: >"$csv"
 run postgres_empty soak "$url" --jobs "$jobs" --csv "$csv" --label empty
 run postgres_future soak "$url" --jobs "$jobs" --future "$jobs" --csv "$csv" --label future
 run sqlite_empty soak sqlite --jobs "$jobs" --csv "$csv" --label empty
 run sqlite_future soak sqlite --jobs "$jobs" --future "$jobs" --csv "$csv" --label future
 run postgres_idle idle "$url" --future "$jobs" --seconds 30
 run postgres_idle_poll10 idle "$url" --future "$jobs" --seconds 30 --poll 10
+fi
 
 field() { sed -n "s/.*[[:space:]]$2=\([0-9.]*\).*/\1/p" "$out/$1.txt" | tail -1; }
 {
