@@ -279,20 +279,25 @@ TEST_CASE("an empty claim with many future jobs reads none of them") {
 TEST_CASE("a job due later is claimed once due, and a retry backoff waits in the scheduled set") {
   scratch_database s;
   auto db = migrated(s);
+  // Time passes by moving run_at back on the database clock (no sleeping against a busy machine).
+  auto now_due = [&](std::int64_t id) {
+    db.write([&](transaction& tx) { tx.exec("UPDATE casecore_jobs SET run_at = casecore_now_us() - 1000 WHERE id = $1", id); });
+  };
   auto later = spec("op", "later");
-  later.delay = 150ms;
+  later.delay = 1h;
   const auto id = jobs::enqueue(db, later).id;
-  CHECK(jobs::get(db, id)->state == jobs::job_state::queued);
+  CHECK(jobs::get(db, id)->state == jobs::job_state::queued); // scheduled in the database, queued to the API
   CHECK(jobs::list(db, jobs::job_state::queued).size() == 1);
+  CHECK(scalar(db, "SELECT count(*) FROM casecore_jobs WHERE state = 'scheduled'") == 1);
   CHECK(jobs::claim(db, claimer("w", 10, 60s)).empty());
-  std::this_thread::sleep_for(200ms);
+  now_due(id);
   auto got = jobs::claim(db, claimer("w", 10, 60s));
   REQUIRE(got.size() == 1);
   CHECK(got[0].id == id);
-  CHECK(jobs::fail(db, {got[0].id, got[0].lease_epoch}, 0, "later again", jobs::backoff{100ms, 100ms}) == jobs::job_state::queued);
+  CHECK(jobs::fail(db, {got[0].id, got[0].lease_epoch}, 0, "later again", jobs::backoff{1h, 1h}) == jobs::job_state::queued);
   CHECK(scalar(db, "SELECT count(*) FROM casecore_jobs WHERE state = 'scheduled'") == 1);
   CHECK(jobs::claim(db, claimer("w", 10, 60s)).empty());
-  std::this_thread::sleep_for(150ms);
+  now_due(id);
   CHECK(jobs::claim(db, claimer("w", 10, 60s)).size() == 1);
 }
 

@@ -34,7 +34,7 @@
 // in-process condition variable with a poll interval); notify() wakes it early. Idle cost: each
 // thread makes one empty claim per `poll` (two index probes that read a handful of buffers whatever
 // the number of future jobs); the default 500 ms gives 2 claims/s per thread and an average
-// enqueue-to-start latency of ~poll/2 without notify (docs/leases-and-jobs.md has the figures).
+// enqueue-to-start latency of ~poll/2 without notify (docs/PERFORMANCE.md, "Long runs", has figures).
 // Failure modes: a handler's exception fails the attempt (retry with backoff, then failed); a lost
 // claim drops the job silently. Thread-safe.
 #pragma once
