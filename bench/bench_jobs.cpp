@@ -1,8 +1,21 @@
 // Job queue throughput: enqueue (single, bulk of 100) and claim + complete (1 or 100 per claim) for
 // 1/8/32 callers, casecore next to the raw SQL it wraps (baselines/pg/f_queue_*.sql on PostgreSQL,
 // the same statements on SQLite without SKIP LOCKED), in the same run, on both backends.
+//
+// Long runs (issue 17), each on a fresh database (TARGET = a PostgreSQL admin URL, or "sqlite"):
+//   bench_jobs soak TARGET [--jobs N] [--future N] [--threads T] [--batch B] [--csv FILE] [--label L]
+//     drains N no-op jobs (default 10^6) with a worker of T threads (16) and batch B (100), lease
+//     10 s, heartbeat 100 ms, poll 50 ms, retention 100,000 finished jobs (pruned by the elected
+//     worker every 2 s), with --future N more jobs scheduled an hour ahead; prints jobs/s for every
+//     10 % slice, the oldest casecore transaction's age in the slice (pg_stat_activity, sampled every
+//     20 ms), dead tuples and table / index sizes, and last slice / first slice.
+//   bench_jobs idle TARGET [--future N] [--seconds S] [--threads T] [--poll MS]
+//     the idle cost of a worker with the library's defaults (4 threads, poll 500 ms) over a table
+//     with N future jobs (default 10^6): CPU seconds of the server processes serving this database
+//     (PostgreSQL, from /proc), then the enqueue-to-start latency of jobs enqueued one at a time.
 #include "harness.hpp"
 
+#include <casecore/detail/step.hpp>
 #include <casecore/job_queue.hpp>
 #include <casecore/migration.hpp>
 #include <casecore/open.hpp>
@@ -13,8 +26,13 @@
 #include <pqxx/pqxx>
 #endif
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
 #include <memory>
+#include <sstream>
 #include <unistd.h>
 
 using namespace casecore;
@@ -292,9 +310,332 @@ int drain(const std::string& admin, int jobs_n, int threads, int batch) {
 }
 #endif
 
+
+// --- long runs ---------------------------------------------------------------------------------
+
+// The longest casecore transaction (BEGIN .. before COMMIT) any thread of this process ran since the
+// last read, measured with the unit of work's step hooks: SQLite has no pg_stat_activity.
+std::atomic<std::int64_t> longest_tx_us{0};
+thread_local std::chrono::steady_clock::time_point tx_began;
+void tx_steps(std::string_view name) {
+  if (name == "tx.begun") {
+    tx_began = std::chrono::steady_clock::now();
+  } else if (name == "tx.before_commit") {
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - tx_began).count();
+    auto cur = longest_tx_us.load();
+    while (cur < us && !longest_tx_us.compare_exchange_weak(cur, us)) {
+    }
+  }
+}
+
+// A fresh database for one long run: a new PostgreSQL database on the server of an admin URL, or a
+// new SQLite file.
+struct fresh_db {
+  std::string url;
+  bool pg = false;
+  std::string admin;
+  std::string name;
+  std::filesystem::path dir;
+
+  explicit fresh_db(const std::string& target) {
+    static int serial = 0;
+    if (target == "sqlite") {
+      dir = std::filesystem::temp_directory_path() / ("casecore_soak_" + std::to_string(getpid()) + "_" + std::to_string(++serial));
+      std::filesystem::create_directories(dir);
+      url = "sqlite://" + (dir / "soak.db").string();
+      return;
+    }
+#ifdef CASECORE_WITH_POSTGRES
+    pg = true;
+    admin = target;
+    name = "casecore_soak_" + std::to_string(getpid()) + "_" + std::to_string(++serial);
+    {
+      pqxx::connection c(admin);
+      pqxx::nontransaction w(c);
+      w.exec("CREATE DATABASE " + name);
+    }
+    const auto slash = admin.rfind('/');
+    const auto query = admin.find('?', slash);
+    url = admin.substr(0, slash + 1) + name + (query == std::string::npos ? "" : admin.substr(query));
+#else
+    throw std::runtime_error("built without PostgreSQL");
+#endif
+  }
+  ~fresh_db() {
+    try {
+#ifdef CASECORE_WITH_POSTGRES
+      if (pg) {
+        pqxx::connection c(admin);
+        pqxx::nontransaction w(c);
+        w.exec("DROP DATABASE " + name + " WITH (FORCE)");
+      }
+#endif
+      if (!dir.empty()) std::filesystem::remove_all(dir);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "cleanup: %s\n", e.what());
+    }
+  }
+};
+
+struct args_t {
+  std::map<std::string, std::string> named;
+  std::string get(const std::string& k, const std::string& d) const {
+    auto it = named.find(k);
+    return it == named.end() ? d : it->second;
+  }
+  long long num(const std::string& k, long long d) const { return std::stoll(get(k, std::to_string(d))); }
+};
+
+args_t parse(int argc, char** argv, int from) {
+  args_t a;
+  for (int i = from; i + 1 < argc; i += 2) a.named[argv[i]] = argv[i + 1];
+  return a;
+}
+
+void enqueue_many(database& db, std::int64_t first, std::int64_t n, std::chrono::milliseconds delay, const char* prefix) {
+  for (std::int64_t done = 0; done < n; done += 1000) {
+    std::vector<jobs::job_spec> specs;
+    for (std::int64_t k = done; k < std::min(n, done + 1000); ++k) {
+      auto s = spec_for(first + k);
+      s.subject = prefix + std::to_string(first + k);
+      s.delay = delay;
+      specs.push_back(std::move(s));
+    }
+    db.write([&](transaction& tx) { jobs::enqueue_bulk(tx, specs); });
+  }
+}
+
+// Figures of the database for a slice line.
+struct sizes {
+  std::int64_t dead = 0, table = 0, index = 0, stages = 0, hot = 0, updates = 0;
+};
+
+sizes measure_sizes(database& db, const fresh_db& f) {
+  sizes z;
+  db.read([&](transaction& tx) {
+    if (f.pg) {
+      auto r = tx.exec("SELECT coalesce(n_dead_tup, 0), pg_table_size('casecore_jobs'), pg_indexes_size('casecore_jobs'), "
+                       "pg_total_relation_size('casecore_job_stages'), coalesce(n_tup_hot_upd, 0), coalesce(n_tup_upd, 0) "
+                       "FROM pg_stat_user_tables WHERE relname = 'casecore_jobs'");
+      if (!r.empty()) z = {r[0].get<std::int64_t>(0), r[0].get<std::int64_t>(1), r[0].get<std::int64_t>(2),
+                           r[0].get<std::int64_t>(3), r[0].get<std::int64_t>(4), r[0].get<std::int64_t>(5)};
+    } else {
+      // SQLite: free pages stand for dead space; the file holds tables and indexes together.
+      const auto page = tx.query_one<std::int64_t>("PRAGMA page_size");
+      z.dead = tx.query_one<std::int64_t>("PRAGMA freelist_count") * page;
+      z.table = tx.query_one<std::int64_t>("PRAGMA page_count") * page;
+    }
+  });
+  return z;
+}
+
+double mb(std::int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
+
+int soak(const std::string& target, const args_t& a) {
+  const auto n = a.num("--jobs", 1000000);
+  const auto future = a.num("--future", 0);
+  const auto threads = static_cast<int>(a.num("--threads", 16));
+  const auto batch = a.num("--batch", 100);
+  const auto label = a.get("--label", future ? "future" : "empty");
+  std::ofstream csv;
+  if (a.named.count("--csv")) csv.open(a.get("--csv", ""), std::ios::app);
+  fresh_db f(target);
+  const std::string backend = f.pg ? "postgres" : "sqlite";
+  database_options o;
+  o.pool.size = static_cast<std::size_t>(threads) + 4;
+  auto db = casecore::open(f.url, o);
+  migrate(db);
+  using clk = std::chrono::steady_clock;
+  auto t0 = clk::now();
+  if (future) enqueue_many(db, 0, future, std::chrono::hours(1), "later");
+  const double future_s = std::chrono::duration<double>(clk::now() - t0).count();
+  t0 = clk::now();
+  enqueue_many(db, 0, n, std::chrono::milliseconds(0), "now");
+  const double enqueue_s = std::chrono::duration<double>(clk::now() - t0).count();
+  if (f.pg) db.write([](transaction& tx) { tx.exec("ANALYZE casecore_jobs"); });
+  std::printf("soak %s %s: %lld jobs enqueued in %.1f s (%.0f/s)%s\n", backend.c_str(), label.c_str(), static_cast<long long>(n),
+              enqueue_s, static_cast<double>(n) / enqueue_s,
+              future ? (", " + std::to_string(future) + " future jobs in " + std::to_string(static_cast<int>(future_s)) + " s").c_str() : "");
+  const auto start_sizes = measure_sizes(db, f);
+  std::printf("  before: jobs table %.1f MB + indexes %.1f MB, stages %.1f MB\n", mb(start_sizes.table), mb(start_sizes.index),
+              mb(start_sizes.stages));
+
+  jobs::worker_options wo;
+  wo.threads = threads;
+  wo.batch = static_cast<std::size_t>(batch);
+  wo.lease = std::chrono::seconds(10);
+  wo.heartbeat = std::chrono::milliseconds(100);
+  wo.poll = std::chrono::milliseconds(50);
+  wo.retain = {std::chrono::milliseconds(0), 100000};
+  wo.maintenance = std::chrono::seconds(2);
+  jobs::worker w(db, wo);
+  w.on_stage("run", [](jobs::job_context&) {});
+
+  auto probe = casecore::open(f.url, [] { database_options p; p.pool.size = 2; return p; }());
+  struct slice {
+    double seconds = 0, rate = 0, oldest_ms = 0;
+    sizes z;
+  };
+  std::vector<slice> slices;
+  if (!f.pg) casecore::detail::set_step_hook(&tx_steps);
+  longest_tx_us = 0;
+  double max_oldest_ms = 0, slice_oldest_ms = 0;
+  const auto step = std::max<std::int64_t>(1, n / 10);
+  std::int64_t boundary = step, last_count = 0;
+  const auto start = clk::now();
+  auto last_t = start;
+  w.start();
+  while (static_cast<std::int64_t>(w.stats().succeeded) < n && clk::now() - start < std::chrono::minutes(30)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (f.pg) {
+      try {
+        const auto age = probe.read([](transaction& tx) {
+          return tx.query_one<double>(
+              "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start)) * 1000, 0)::float8 FROM pg_stat_activity "
+              "WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL "
+              "AND backend_type = 'client backend'");
+        });
+        slice_oldest_ms = std::max(slice_oldest_ms, age);
+      } catch (const std::exception&) {
+      }
+    } else {
+      slice_oldest_ms = std::max(slice_oldest_ms, static_cast<double>(longest_tx_us.exchange(0)) / 1000.0);
+    }
+    const auto done = static_cast<std::int64_t>(w.stats().succeeded);
+    while (done >= boundary && static_cast<std::int64_t>(slices.size()) < 10) {
+      const auto now = clk::now();
+      slice s;
+      s.seconds = std::chrono::duration<double>(now - last_t).count();
+      s.rate = static_cast<double>(done - last_count) / s.seconds;
+      s.oldest_ms = slice_oldest_ms;
+      s.z = measure_sizes(probe, f);
+      max_oldest_ms = std::max(max_oldest_ms, slice_oldest_ms);
+      slices.push_back(s);
+      if (f.pg)
+        std::printf("  slice %2zu: %7.0f jobs/s, oldest tx %6.1f ms, dead tuples %8lld, jobs %6.1f MB + indexes %6.1f MB, "
+                    "stages %6.1f MB\n",
+                    slices.size(), s.rate, s.oldest_ms, static_cast<long long>(s.z.dead), mb(s.z.table), mb(s.z.index),
+                    mb(s.z.stages));
+      else
+        std::printf("  slice %2zu: %7.0f jobs/s, longest tx %6.1f ms, free pages %6.1f MB, database file %6.1f MB\n", slices.size(),
+                    s.rate, s.oldest_ms, mb(s.z.dead), mb(s.z.table));
+      std::fflush(stdout);
+      if (csv) csv << backend << ',' << label << ',' << slices.size() << ',' << s.rate << ',' << s.oldest_ms << ',' << s.z.dead << ','
+                   << s.z.table << ',' << s.z.index << ',' << s.z.stages << '\n';
+      last_t = now;
+      last_count = done;
+      slice_oldest_ms = 0;
+      boundary += step;
+    }
+  }
+  const double secs = std::chrono::duration<double>(clk::now() - start).count();
+  const auto processed = w.stats().succeeded;
+  w.stop();
+  casecore::detail::set_step_hook(nullptr);
+  // Let the leader finish one more prune round, then measure the steady state.
+  jobs::prune(db, wo.retain);
+  const auto end = measure_sizes(db, f);
+  const bool complete = static_cast<std::int64_t>(processed) >= n;
+  const double first = slices.empty() ? 0 : slices.front().rate, last = slices.empty() ? 0 : slices.back().rate;
+  std::printf("soak backend=%s label=%s jobs=%lld future=%lld threads=%d batch=%lld seconds=%.1f avg_per_s=%.0f first=%.0f "
+              "last=%.0f last_over_first=%.2f max_oldest_tx_ms=%.1f hot_updates=%.0f%% end_table_mb=%.1f end_index_mb=%.1f "
+              "end_stages_mb=%.1f pruned=%llu complete=%s\n",
+              backend.c_str(), label.c_str(), static_cast<long long>(n), static_cast<long long>(future), threads,
+              static_cast<long long>(batch), secs, static_cast<double>(processed) / secs, first, last, first > 0 ? last / first : 0.0,
+              max_oldest_ms, end.updates > 0 ? 100.0 * static_cast<double>(end.hot) / static_cast<double>(end.updates) : 0.0,
+              mb(end.table), mb(end.index), mb(end.stages), static_cast<unsigned long long>(w.stats().pruned),
+              complete ? "true" : "false");
+  return complete ? 0 : 1;
+}
+
+// CPU seconds (user + system) of the server processes serving this database, from /proc.
+double server_cpu_seconds(database& probe) {
+  const auto pids = probe.read([](transaction& tx) {
+    std::vector<std::int64_t> out;
+    for (auto r : tx.exec("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+      out.push_back(r.get<std::int64_t>(0));
+    return out;
+  });
+  const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  double total = 0;
+  for (auto pid : pids) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string all((std::istreambuf_iterator<char>(in)), {});
+    const auto close = all.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(all.substr(close + 2));
+    std::string field;
+    std::vector<std::string> f;
+    while (rest >> field) f.push_back(field);
+    if (f.size() > 12) total += (std::stod(f[11]) + std::stod(f[12])) / tick; // utime, stime (fields 14, 15)
+  }
+  return total;
+}
+
+int idle(const std::string& target, const args_t& a) {
+  const auto future = a.num("--future", 1000000);
+  const auto seconds = a.num("--seconds", 30);
+  jobs::worker_options wo; // the library's defaults, unless told
+  wo.threads = static_cast<int>(a.num("--threads", wo.threads));
+  wo.poll = std::chrono::milliseconds(a.num("--poll", wo.poll.count()));
+  fresh_db f(target);
+  auto db = casecore::open(f.url);
+  migrate(db);
+  enqueue_many(db, 0, future, std::chrono::hours(1), "later");
+  if (f.pg) db.write([](transaction& tx) { tx.exec("ANALYZE casecore_jobs"); });
+  jobs::worker w(db, wo);
+  w.on_stage("run", [](jobs::job_context&) {});
+  w.start();
+  std::this_thread::sleep_for(std::chrono::seconds(3)); // connections open, plans cached
+  double cpu = -1;
+  const auto t0 = std::chrono::steady_clock::now();
+  if (f.pg) {
+    auto probe = casecore::open(f.url);
+    const auto c0 = server_cpu_seconds(probe);
+    std::this_thread::sleep_for(std::chrono::seconds(seconds));
+    cpu = (server_cpu_seconds(probe) - c0) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } else {
+    std::this_thread::sleep_for(std::chrono::seconds(seconds));
+  }
+  // Latency: one job at a time, at a random phase of the poll, no notify().
+  std::mt19937 rng(7);
+  const int samples = static_cast<int>(std::min<long long>(40, seconds * 2));
+  for (int i = 0; i < samples; ++i) {
+    std::uniform_int_distribution<int> nap(50, static_cast<int>(wo.poll.count()) + 150);
+    std::this_thread::sleep_for(std::chrono::milliseconds(nap(rng)));
+    auto s = spec_for(i);
+    s.subject = "lat" + std::to_string(i);
+    jobs::enqueue(db, s);
+  }
+  std::this_thread::sleep_for(wo.poll * 3);
+  w.stop();
+  std::vector<double> lat = db.read([](transaction& tx) {
+    std::vector<double> out;
+    for (auto r : tx.exec("SELECT started_at - created_at FROM casecore_jobs WHERE subject LIKE 'lat%' AND started_at > 0"))
+      out.push_back(static_cast<double>(r.get<std::int64_t>(0)) / 1000.0);
+    return out;
+  });
+  std::sort(lat.begin(), lat.end());
+  auto pct = [&](double p) { return lat.empty() ? 0.0 : lat[std::min(lat.size() - 1, static_cast<std::size_t>(p * static_cast<double>(lat.size())))]; };
+  std::printf("idle backend=%s future=%lld threads=%d poll_ms=%lld claims_per_s=%.1f server_cpu=%.2f%% latency_p50_ms=%.1f "
+              "latency_p99_ms=%.1f samples=%zu\n",
+              f.pg ? "postgres" : "sqlite", static_cast<long long>(future), wo.threads, static_cast<long long>(wo.poll.count()),
+              wo.threads * 1000.0 / static_cast<double>(wo.poll.count()), cpu * 100.0, pct(0.5), pct(0.99), lat.size());
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 3 && (std::string(argv[1]) == "soak" || std::string(argv[1]) == "idle")) {
+    try {
+      const auto a = parse(argc, argv, 3);
+      return std::string(argv[1]) == "soak" ? soak(argv[2], a) : idle(argv[2], a);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "bench_jobs %s: %s\n", argv[1], e.what());
+      return 2;
+    }
+  }
 #ifdef CASECORE_WITH_POSTGRES
   if (argc >= 2 && std::string(argv[1]) == "drain") {
     if (argc != 6) {

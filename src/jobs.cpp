@@ -1,3 +1,5 @@
+#include <casecore/detail/job_sql.hpp>
+#include <casecore/detail/step.hpp>
 #include <casecore/job_queue.hpp>
 #include <casecore/migration.hpp>
 
@@ -34,17 +36,226 @@ std::vector<migration> job_migrations() {
        " stage TEXT NOT NULL, state TEXT NOT NULL, started_at BIGINT NOT NULL, finished_at BIGINT NOT NULL,"
        " attempts INTEGER NOT NULL, error TEXT NOT NULL DEFAULT '', PRIMARY KEY(job_id, position))",
        "", ""},
+      // Version 2 (issues 10 and 17): job keys (one waiting + one running job per key), a separate
+      // 'scheduled' state for jobs due later (claims never read them), database-wide fencing tokens,
+      // and storage settings. casecore_jobs_running (lease_expires_at) goes: an index on the column
+      // every heartbeat writes would make each heartbeat a non-HOT update of every index; reclaims
+      // find the few running rows through casecore_jobs_running_job instead. casecore_jobs_running_key
+      // now leaves out jobs without a key, so the claim's "does a job of this key run?" probe can only
+      // use casecore_jobs_running_job (seen with stale statistics: the planner walked every running
+      // row through the key index for every candidate, 125,000 buffers per claim).
+      {"casecore.jobs", 2, "job keys, scheduled state, fencing tokens, storage settings", "",
+       "CREATE TABLE casecore_job_fence(id INTEGER PRIMARY KEY CHECK (id = 1), token INTEGER NOT NULL);"
+       "INSERT INTO casecore_job_fence(id, token) SELECT 1, coalesce(max(lease_epoch), 0) FROM casecore_jobs;"
+       "DROP INDEX casecore_jobs_active;"
+       "DROP INDEX casecore_jobs_running;"
+       "UPDATE casecore_jobs SET state = 'scheduled' WHERE state = 'queued' AND run_at > casecore_now_us();"
+       "CREATE UNIQUE INDEX casecore_jobs_waiting ON casecore_jobs(operation, subject) WHERE state IN ('queued', 'scheduled');"
+       "CREATE UNIQUE INDEX casecore_jobs_running_job ON casecore_jobs(operation, subject) WHERE state = 'running';"
+       "CREATE INDEX casecore_jobs_scheduled ON casecore_jobs(run_at) WHERE state = 'scheduled';"
+       "DROP INDEX casecore_jobs_running_key;"
+       "CREATE INDEX casecore_jobs_running_key ON casecore_jobs(concurrency_key) WHERE state = 'running' AND concurrency_key <> ''",
+       // The STABLE clock is the statement's start on the database clock: usable as an index bound
+       // (casecore_now_us() is VOLATILE, so `run_at <= casecore_now_us()` can only be a filter).
+       "CREATE OR REPLACE FUNCTION casecore_stmt_now_us() RETURNS bigint LANGUAGE sql STABLE PARALLEL SAFE AS "
+       "$$ SELECT (extract(epoch from statement_timestamp()) * 1000000)::bigint $$;"
+       "CREATE SEQUENCE casecore_job_fence;"
+       "SELECT setval('casecore_job_fence', (SELECT coalesce(max(lease_epoch), 0) + 1 FROM casecore_jobs), false);"
+       "DROP INDEX casecore_jobs_active;"
+       "DROP INDEX casecore_jobs_running;"
+       "UPDATE casecore_jobs SET state = 'scheduled' WHERE state = 'queued' AND run_at > casecore_now_us();"
+       "CREATE UNIQUE INDEX casecore_jobs_waiting ON casecore_jobs(operation, subject) WHERE state IN ('queued', 'scheduled');"
+       "CREATE UNIQUE INDEX casecore_jobs_running_job ON casecore_jobs(operation, subject) WHERE state = 'running';"
+       "CREATE INDEX casecore_jobs_scheduled ON casecore_jobs(run_at) WHERE state = 'scheduled';"
+       "DROP INDEX casecore_jobs_running_key;"
+       "CREATE INDEX casecore_jobs_running_key ON casecore_jobs(concurrency_key) WHERE state = 'running' AND concurrency_key <> '';"
+       // Room on every page for heartbeat versions (HOT: no index entry per heartbeat), and vacuum
+       // after 1 % of the rows changed instead of 20 %: a queue's table is rewritten constantly.
+       "ALTER TABLE casecore_jobs SET (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01, "
+       "autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_insert_scale_factor = 0.05, "
+       "autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 1);"
+       "ALTER TABLE casecore_job_stages SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 1000, "
+       "autovacuum_vacuum_insert_scale_factor = 0.05, autovacuum_analyze_scale_factor = 0.05, autovacuum_vacuum_cost_delay = 1)"},
   };
 }
+
+namespace job_sql {
+
+namespace {
+std::string cat(std::initializer_list<std::string_view> parts) {
+  std::string out;
+  for (auto p : parts) out += p;
+  return out;
+}
+
+constexpr std::string_view returning_j =
+    " RETURNING j.id, j.operation, j.subject, j.payload, j.stages, j.current_stage, j.state, j.priority, j.run_at, "
+    "j.attempts, j.max_attempts, j.concurrency_key, j.cancel_requested, j.lease_owner, j.lease_epoch, j.lease_expires_at, "
+    "j.heartbeat_at, j.last_error, j.created_at, j.finished_at";
+
+// SQLite's RETURNING cannot name the table's alias.
+constexpr std::string_view returning_bare =
+    " RETURNING id, operation, subject, payload, stages, current_stage, state, priority, run_at, attempts, max_attempts, "
+    "concurrency_key, cancel_requested, lease_owner, lease_epoch, lease_expires_at, heartbeat_at, last_error, created_at, "
+    "finished_at";
+
+// A waiting job is never claimed while a job of its key runs: runs of one key never overlap.
+constexpr std::string_view no_running_sibling =
+    "NOT EXISTS (SELECT 1 FROM casecore_jobs r WHERE r.operation = q.operation AND r.subject = q.subject "
+    "AND r.state = 'running')";
+// PostgreSQL: OFFSET 0 keeps the check a per-row probe of casecore_jobs_running_job. Pulled up into
+// a join, the planner may choose to hash-anti-join and sort the WHOLE ready set instead of walking
+// the ready index until the batch is full (seen: 46,000 rows sorted per claim, 200 ms each), more
+// so with a generic plan, where LIMIT $1 is assumed to be 10 % of the table.
+constexpr std::string_view no_running_sibling_pg =
+    "NOT EXISTS (SELECT 1 FROM casecore_jobs r WHERE r.operation = q.operation AND r.subject = q.subject "
+    "AND r.state = 'running' OFFSET 0)";
+
+constexpr std::string_view claim_set =
+    "SET state = 'running', lease_owner = $1, lease_expires_at = casecore_now_us() + $2, heartbeat_at = casecore_now_us(), "
+    "attempts = j.attempts + 1, started_at = CASE WHEN j.started_at = 0 THEN casecore_now_us() ELSE j.started_at END, ";
+} // namespace
+
+// The batch is written into the statement as a number, never bound: with `LIMIT $1` PostgreSQL's
+// generic plan (chosen after five executions of a prepared statement) assumes 10 % of the table, and
+// for a queue of 100,000 jobs it merge-joined the whole primary key and JIT-compiled every claim
+// (seen: claims running for minutes). The value is an integer checked to be 1..1000, so it is no
+// injection risk; each batch size gets its own cached statement.
+std::string limit_clause(std::int64_t n) {
+  if (n < 1 || n > 1000) raise(errc::invalid_argument, "job batch must be 1..1000");
+  return " LIMIT " + std::to_string(n);
+}
+
+std::string promote(dialect d, std::int64_t limit) {
+  if (d == dialect::postgresql)
+    return cat({"WITH p AS (SELECT id FROM casecore_jobs WHERE state = 'scheduled' AND run_at <= casecore_stmt_now_us() "
+                "ORDER BY run_at",
+                limit_clause(limit),
+                " FOR NO KEY UPDATE SKIP LOCKED) UPDATE casecore_jobs AS j SET state = 'queued' FROM p WHERE j.id = p.id"});
+  return cat({"UPDATE casecore_jobs SET state = 'queued' WHERE id IN (SELECT id FROM casecore_jobs WHERE state = 'scheduled' "
+              "AND run_at <= casecore_now_us() ORDER BY run_at",
+              limit_clause(limit), ")"});
+}
+
+std::string claim(dialect d, std::int64_t batch) {
+  // PostgreSQL: every claimed row draws its token from the sequence, in this statement.
+  if (d == dialect::postgresql)
+    return cat({"WITH c AS (SELECT q.id FROM casecore_jobs q WHERE q.state = 'queued' AND ", no_running_sibling_pg,
+                " ORDER BY q.priority DESC, q.run_at, q.id", limit_clause(batch),
+                " FOR NO KEY UPDATE SKIP LOCKED) UPDATE casecore_jobs AS j ", claim_set,
+                "lease_epoch = nextval('casecore_job_fence') FROM c WHERE j.id = c.id", returning_j});
+  // SQLite (one writer): the candidates are picked first (claim_candidates_sqlite), then claimed with
+  // tokens counter + 1 + their position ($3 = JSON array of ids), then the counter is advanced.
+  static const std::string lite = cat(
+      {"UPDATE casecore_jobs AS j ", claim_set,
+       "lease_epoch = (SELECT token FROM casecore_job_fence WHERE id = 1) + 1 + c.k "
+       "FROM (SELECT key AS k, value AS v FROM json_each($3)) AS c WHERE j.id = c.v AND j.state = 'queued'",
+       returning_bare});
+  return lite;
+}
+
+std::string_view no_running_sibling_text(bool pg) { return pg ? no_running_sibling_pg : no_running_sibling; }
+
+std::string claim_candidates_sqlite(std::int64_t batch) {
+  return cat({"SELECT q.id FROM casecore_jobs q WHERE q.state = 'queued' AND ", no_running_sibling,
+              " ORDER BY q.priority DESC, q.run_at, q.id", limit_clause(batch)});
+}
+
+const std::string& heartbeat(dialect d) {
+  // Rows locked right now (a completing batch, a guarded check) are skipped, never waited for.
+  static const std::string pg =
+      "WITH h AS (SELECT j.id FROM casecore_jobs j JOIN unnest($2::bigint[], $3::bigint[]) AS r(id, token) "
+      "ON j.id = r.id AND j.lease_epoch = r.token WHERE j.state = 'running' AND j.lease_expires_at >= casecore_now_us() "
+      "ORDER BY j.id FOR NO KEY UPDATE OF j SKIP LOCKED) "
+      "UPDATE casecore_jobs AS j SET lease_expires_at = casecore_now_us() + $1, heartbeat_at = casecore_now_us() "
+      "FROM h WHERE j.id = h.id RETURNING j.id, j.cancel_requested";
+  static const std::string lite =
+      "UPDATE casecore_jobs AS j SET lease_expires_at = casecore_now_us() + $1, heartbeat_at = casecore_now_us() "
+      "FROM (SELECT a.value AS hid, b.value AS htoken FROM json_each($2) a JOIN json_each($3) b ON a.key = b.key) AS r "
+      "WHERE j.id = r.hid AND j.lease_epoch = r.htoken AND j.state = 'running' AND j.lease_expires_at >= casecore_now_us() "
+      "RETURNING id, cancel_requested";
+  return d == dialect::postgresql ? pg : lite;
+}
+
+// Of the refs a heartbeat did not extend, those still held (their row was locked: skipped, not lost).
+const std::string& heartbeat_busy(dialect d) {
+  static const std::string pg =
+      "SELECT j.id FROM casecore_jobs j JOIN unnest($1::bigint[], $2::bigint[]) AS r(id, token) "
+      "ON j.id = r.id AND j.lease_epoch = r.token WHERE j.state = 'running' AND j.lease_expires_at >= casecore_now_us()";
+  static const std::string lite =
+      "SELECT j.id FROM casecore_jobs j JOIN (SELECT a.value AS hid, b.value AS htoken FROM json_each($1) a "
+      "JOIN json_each($2) b ON a.key = b.key) AS r ON j.id = r.hid AND j.lease_epoch = r.htoken "
+      "WHERE j.state = 'running' AND j.lease_expires_at >= casecore_now_us()";
+  return d == dialect::postgresql ? pg : lite;
+}
+
+const std::string& reclaim(dialect d) {
+  // An expired claim goes back to waiting, unless it was cancelled, is out of attempts, or a newer
+  // job of its key already waits (then it is superseded by that job).
+  auto text = [](std::string_view lock, std::string_view returning) {
+    return cat({"WITH x AS (SELECT q.id AS xid, (SELECT w.id FROM casecore_jobs w WHERE w.operation = q.operation "
+                "AND w.subject = q.subject AND w.state IN ('queued', 'scheduled')) AS newer "
+                "FROM casecore_jobs q WHERE q.state = 'running' AND q.lease_expires_at < casecore_now_us() LIMIT 100",
+                lock,
+                ") UPDATE casecore_jobs AS j SET "
+                "state = CASE WHEN j.cancel_requested = 1 OR x.newer IS NOT NULL THEN 'cancelled' "
+                "WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'queued' END, "
+                "finished_at = CASE WHEN j.cancel_requested = 1 OR x.newer IS NOT NULL OR j.attempts >= j.max_attempts "
+                "THEN casecore_now_us() ELSE 0 END, "
+                "last_error = CASE WHEN x.newer IS NOT NULL THEN 'lease expired: worker lost; superseded by job ' || "
+                "CAST(x.newer AS TEXT) ELSE 'lease expired: worker lost' END, "
+                "lease_owner = '', lease_expires_at = 0, run_at = casecore_now_us() FROM x WHERE j.id = x.xid RETURNING ",
+                returning});
+  };
+  static const std::string pg = text(" FOR NO KEY UPDATE OF q SKIP LOCKED", "j.id");
+  static const std::string lite = text("", "id");
+  return d == dialect::postgresql ? pg : lite;
+}
+
+const std::string& complete_pg() {
+  // Rows are locked in id order (two completions can never deadlock on each other), and only while
+  // the claim is still held and unexpired on the database clock.
+  static const std::string s =
+      "WITH l AS (SELECT j.id FROM casecore_jobs j JOIN unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS r(id, token, stage) "
+      "ON j.id = r.id AND j.lease_epoch = r.token AND j.current_stage = r.stage "
+      "WHERE j.state = 'running' AND j.lease_expires_at >= casecore_now_us() ORDER BY j.id FOR NO KEY UPDATE OF j) "
+      "UPDATE casecore_jobs AS j SET current_stage = j.current_stage + 1, "
+      "state = CASE WHEN j.current_stage + 1 >= j.stage_count THEN 'succeeded' ELSE 'running' END, "
+      "finished_at = CASE WHEN j.current_stage + 1 >= j.stage_count THEN casecore_now_us() ELSE 0 END, "
+      "lease_owner = CASE WHEN j.current_stage + 1 >= j.stage_count THEN '' ELSE j.lease_owner END, "
+      "lease_expires_at = CASE WHEN j.current_stage + 1 >= j.stage_count THEN 0 ELSE j.lease_expires_at END, "
+      "last_error = CASE WHEN j.current_stage + 1 >= j.stage_count THEN '' ELSE j.last_error END, "
+      "heartbeat_at = casecore_now_us() FROM l WHERE j.id = l.id RETURNING j.id, j.stages, j.state, j.cancel_requested";
+  return s;
+}
+
+const std::string& replace_payload() {
+  static const std::string s = "UPDATE casecore_jobs SET payload = $3 WHERE operation = $1 AND subject = $2 "
+                               "AND state IN ('queued', 'scheduled') RETURNING id";
+  return s;
+}
+
+const std::string& check(dialect d) {
+  static const std::string pg = "SELECT 1 FROM casecore_jobs WHERE id = $1 AND lease_epoch = $2 AND state = 'running' "
+                                "AND lease_expires_at >= casecore_now_us() FOR NO KEY UPDATE";
+  static const std::string lite = "SELECT 1 FROM casecore_jobs WHERE id = $1 AND lease_epoch = $2 AND state = 'running' "
+                                  "AND lease_expires_at >= casecore_now_us()";
+  return d == dialect::postgresql ? pg : lite;
+}
+
+} // namespace job_sql
 } // namespace detail
 
 namespace jobs {
 
 namespace {
 
+namespace sqlt = detail::job_sql;
+
 constexpr std::size_t bulk_chunk = 50;
 constexpr int bulk_columns = 9;
 constexpr std::int64_t advisory_limit_key = 0x636a6f62; // "cjob": serialises claims that honour limits
+constexpr std::string_view finished_states = "('succeeded', 'failed', 'cancelled')";
 
 bool is_name_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
@@ -92,6 +303,18 @@ std::vector<std::string> split_stages(const std::string& joined) {
   return out;
 }
 
+// Integers as one bound text parameter: '{1,2}' (a PostgreSQL array) or '[1,2]' (JSON for SQLite).
+std::string int_list(dialect d, const std::vector<std::int64_t>& v) {
+  const bool pg = d == dialect::postgresql;
+  std::string s(1, pg ? '{' : '[');
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(v[i]);
+  }
+  s += pg ? '}' : ']';
+  return s;
+}
+
 // A validated spec, ready to bind.
 struct prepared_spec {
   const job_spec* spec;
@@ -115,6 +338,7 @@ constexpr std::string_view job_columns =
     "created_at, finished_at";
 
 job_state parse_state(const std::string& s) {
+  if (s == "scheduled") return job_state::queued; // waiting for its run_at: queued, to the API
   if (auto st = state_from_string(s)) return *st;
   raise(errc::internal, "unknown job state '" + s + "'");
 }
@@ -152,9 +376,10 @@ std::string sql(std::initializer_list<std::string_view> parts) {
 
 constexpr std::string_view insert_head =
     "INSERT INTO casecore_jobs(operation, subject, payload, stages, priority, run_at, max_attempts, concurrency_key, "
-    "stage_count, created_at) VALUES";
+    "stage_count, created_at, state) VALUES";
 
 // Multi-row INSERT texts for 1..bulk_chunk rows, built once so each stays a cached prepared statement.
+// A job with a delay is born 'scheduled' (claims never read it until a claim promotes it when due).
 const std::string& bulk_insert_sql(std::size_t rows) {
   static const std::array<std::string, bulk_chunk + 1> texts = [] {
     std::array<std::string, bulk_chunk + 1> t;
@@ -164,7 +389,8 @@ const std::string& bulk_insert_sql(std::size_t rows) {
         const auto b = static_cast<int>(i) * bulk_columns;
         auto p = [&](int k) { return "$" + std::to_string(b + k); };
         s += (i ? ", (" : " (") + p(1) + ", " + p(2) + ", " + p(3) + ", " + p(4) + ", " + p(5) +
-             ", casecore_now_us() + " + p(6) + ", " + p(7) + ", " + p(8) + ", " + p(9) + ", casecore_now_us())";
+             ", casecore_now_us() + " + p(6) + ", " + p(7) + ", " + p(8) + ", " + p(9) +
+             ", casecore_now_us(), CASE WHEN " + p(6) + " > 0 THEN 'scheduled' ELSE 'queued' END)";
       }
       s += " ON CONFLICT DO NOTHING RETURNING id, operation, subject";
       t[n] = std::move(s);
@@ -187,20 +413,20 @@ void bind_spec(std::vector<value>& params, const prepared_spec& p) {
   params.emplace_back(p.stage_count);
 }
 
-std::optional<std::int64_t> find_active(transaction& tx, const job_spec& s) {
-  return tx.query_optional<std::int64_t>(
-      "SELECT id FROM casecore_jobs WHERE operation = $1 AND subject = $2 AND state IN ('queued', 'running')",
-      s.operation, s.subject);
+// The waiting job of the key takes the newest payload; its row stays locked until the caller's
+// transaction commits, so no claim can start it before the caller's business write is visible.
+std::optional<std::int64_t> replace_waiting_payload(transaction& tx, const job_spec& s) {
+  return tx.query_optional<std::int64_t>(sqlt::replace_payload(), s.operation, s.subject, s.payload);
 }
 
 enqueued enqueue_one(transaction& tx, const prepared_spec& p) {
-  // Insert, and on conflict read the existing row; the existing one may finish in between, so loop.
+  // Insert, and on conflict update the waiting job; it may be claimed in between, so loop.
   for (int round = 0; round < 100; ++round) {
     std::vector<value> params;
     bind_spec(params, p);
     auto r = tx.exec_values(bulk_insert_sql(1), params);
     if (!r.empty()) return {r[0].get<std::int64_t>(0), true};
-    if (auto id = find_active(tx, *p.spec)) return {*id, false};
+    if (auto id = replace_waiting_payload(tx, *p.spec)) return {*id, false};
   }
   raise(errc::internal, "enqueue did not converge");
 }
@@ -226,7 +452,8 @@ void upsert_stage(transaction& tx, std::int64_t id, int position, const std::str
 
 constexpr std::size_t complete_chunk = 50;
 
-const std::string& complete_sql(std::size_t n) {
+// SQLite's completion (one writer: no lock order to keep): OR-chains of 1..50 claims.
+const std::string& complete_sqlite(std::size_t n) {
   static const std::array<std::string, complete_chunk + 1> texts = [] {
     std::array<std::string, complete_chunk + 1> t;
     for (std::size_t k = 1; k <= complete_chunk; ++k) {
@@ -237,7 +464,7 @@ const std::string& complete_sql(std::size_t n) {
           "lease_owner = CASE WHEN current_stage + 1 >= stage_count THEN '' ELSE lease_owner END, "
           "lease_expires_at = CASE WHEN current_stage + 1 >= stage_count THEN 0 ELSE lease_expires_at END, "
           "last_error = CASE WHEN current_stage + 1 >= stage_count THEN '' ELSE last_error END, "
-          "heartbeat_at = casecore_now_us() WHERE state = 'running' AND (";
+          "heartbeat_at = casecore_now_us() WHERE state = 'running' AND lease_expires_at >= casecore_now_us() AND (";
       for (std::size_t i = 0; i < k; ++i) {
         const auto b = static_cast<int>(i) * 3;
         s += (i ? " OR " : "") + std::string("(id = $") + std::to_string(b + 1) + " AND lease_epoch = $" +
@@ -270,57 +497,72 @@ const std::string& stage_rows_sql(std::size_t n) {
   return texts[n];
 }
 
-// The fenced row: stages, current_stage and attempts of a running claim, locked until commit.
+// The fenced row of a held, unexpired claim, locked until commit.
 struct fenced_row {
   std::vector<std::string> stages;
   int current_stage = 0;
   int attempts = 0;
   int max_attempts = 0;
   bool cancel_requested = false;
+  std::string operation;
+  std::string subject;
 };
 
 std::optional<fenced_row> lock_claim(transaction& tx, const claim_ref& ref) {
   const bool pg = tx.dialect() == dialect::postgresql;
-  auto r = tx.exec(pg ? "SELECT stages, current_stage, attempts, max_attempts, cancel_requested FROM casecore_jobs "
-                        "WHERE id = $1 AND lease_epoch = $2 AND state = 'running' FOR UPDATE"
-                      : "SELECT stages, current_stage, attempts, max_attempts, cancel_requested FROM casecore_jobs "
-                        "WHERE id = $1 AND lease_epoch = $2 AND state = 'running'",
+  auto r = tx.exec(pg ? "SELECT stages, current_stage, attempts, max_attempts, cancel_requested, operation, subject "
+                        "FROM casecore_jobs WHERE id = $1 AND lease_epoch = $2 AND state = 'running' "
+                        "AND lease_expires_at >= casecore_now_us() FOR NO KEY UPDATE"
+                      : "SELECT stages, current_stage, attempts, max_attempts, cancel_requested, operation, subject "
+                        "FROM casecore_jobs WHERE id = $1 AND lease_epoch = $2 AND state = 'running' "
+                        "AND lease_expires_at >= casecore_now_us()",
                    ref.id, ref.epoch);
   if (r.empty()) return std::nullopt;
   return fenced_row{split_stages(r[0].get<std::string>(0)), r[0].get<int>(1), r[0].get<int>(2), r[0].get<int>(3),
-                    r[0].get<bool>(4)};
+                    r[0].get<bool>(4), r[0].get<std::string>(5), r[0].get<std::string>(6)};
 }
 
-[[noreturn]] void throw_lost(transaction&, const claim_ref& ref) {
-  throw lease_lost("job " + std::to_string(ref.id) + " epoch " + std::to_string(ref.epoch) + " is no longer held");
+[[noreturn]] void throw_lost(const claim_ref& ref) {
+  throw lease_lost("job " + std::to_string(ref.id) + " token " + std::to_string(ref.epoch) +
+                   " is no longer held (reclaimed, or its lease expired)");
 }
 
-const std::string& claim_fast_sql(dialect d) {
-  static const std::string pg = sql(
-      {"WITH c AS (SELECT id FROM casecore_jobs WHERE state = 'queued' AND run_at <= casecore_now_us() "
-       "ORDER BY priority DESC, run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) "
-       "UPDATE casecore_jobs AS j SET state = 'running', lease_owner = $2, lease_epoch = j.lease_epoch + 1, "
-       "lease_expires_at = casecore_now_us() + $3, heartbeat_at = casecore_now_us(), attempts = j.attempts + 1, "
-       "started_at = CASE WHEN j.started_at = 0 THEN casecore_now_us() ELSE j.started_at END "
-       "FROM c WHERE j.id = c.id RETURNING j.id, j.operation, j.subject, j.payload, j.stages, j.current_stage, "
-       "j.state, j.priority, j.run_at, j.attempts, j.max_attempts, j.concurrency_key, j.cancel_requested, "
-       "j.lease_owner, j.lease_epoch, j.lease_expires_at, j.heartbeat_at, j.last_error, j.created_at, j.finished_at"});
-  static const std::string lite = sql(
-      {"UPDATE casecore_jobs SET state = 'running', lease_owner = $2, lease_epoch = lease_epoch + 1, "
-       "lease_expires_at = casecore_now_us() + $3, heartbeat_at = casecore_now_us(), attempts = attempts + 1, "
-       "started_at = CASE WHEN started_at = 0 THEN casecore_now_us() ELSE started_at END "
-       "WHERE id IN (SELECT id FROM casecore_jobs WHERE state = 'queued' AND run_at <= casecore_now_us() "
-       "ORDER BY priority DESC, run_at, id LIMIT $1) RETURNING ",
-       job_columns});
-  return d == dialect::postgresql ? pg : lite;
+// The waiting job of the same key, if any (a running job going back to waiting is superseded by it).
+std::optional<std::int64_t> waiting_sibling(transaction& tx, const fenced_row& row) {
+  return tx.query_optional<std::int64_t>(
+      "SELECT id FROM casecore_jobs WHERE operation = $1 AND subject = $2 AND state IN ('queued', 'scheduled')",
+      row.operation, row.subject);
 }
 
-const std::string& claim_one_sql() {
+std::string superseded_note(std::string_view why, std::int64_t newer) {
+  return std::string(why) + (why.empty() ? "" : "; ") + "superseded by job " + std::to_string(newer);
+}
+
+// A running job going back to waiting can collide with a job of its key enqueued concurrently (the
+// waiting index refuses the second); the next attempt sees that job committed and supersedes.
+template <class F> auto retry_on_new_sibling(F&& f) {
+  for (int round = 0;; ++round) {
+    try {
+      return f();
+    } catch (const error& e) {
+      if (e.code() != errc::already_exists || round >= 3) throw;
+    }
+  }
+}
+
+void claim_sqlite(transaction& tx, const std::vector<std::int64_t>& ids, const claim_options& o, std::vector<job>& out) {
+  if (ids.empty()) return;
+  for (auto r : tx.exec(sqlt::claim(dialect::sqlite, 1), o.owner, lease_us(o.lease), int_list(dialect::sqlite, ids)))
+    out.push_back(to_job(r));
+  tx.exec("UPDATE casecore_job_fence SET token = token + $1 WHERE id = 1", static_cast<std::int64_t>(ids.size()));
+}
+
+const std::string& claim_one_pg() {
   static const std::string s = sql(
-      {"UPDATE casecore_jobs SET state = 'running', lease_owner = $2, lease_epoch = lease_epoch + 1, "
-       "lease_expires_at = casecore_now_us() + $3, heartbeat_at = casecore_now_us(), attempts = attempts + 1, "
-       "started_at = CASE WHEN started_at = 0 THEN casecore_now_us() ELSE started_at END "
-       "WHERE id = $1 AND state = 'queued' RETURNING ",
+      {"UPDATE casecore_jobs AS j SET state = 'running', lease_owner = $2, lease_expires_at = casecore_now_us() + $3, "
+       "heartbeat_at = casecore_now_us(), attempts = j.attempts + 1, "
+       "started_at = CASE WHEN j.started_at = 0 THEN casecore_now_us() ELSE j.started_at END, "
+       "lease_epoch = nextval('casecore_job_fence') WHERE j.id = $1 AND j.state = 'queued' RETURNING ",
        job_columns});
   return s;
 }
@@ -338,36 +580,57 @@ std::vector<job> claim_limited(transaction& tx, const claim_options& o) {
   }
   std::vector<job> out;
   if (room <= 0) return out;
-  const std::int64_t window = room * 4 + 16;
+  // Candidates to look at: 4x the room, rounded up to a power of two so that few statement texts exist.
+  std::int64_t window = 32;
+  while (window < room * 4 + 16) window *= 2;
   const std::int64_t per_key = o.max_per_key > 0 ? o.max_per_key : std::numeric_limits<int>::max();
-  auto candidates = tx.exec(
-      pg ? "SELECT id, concurrency_key FROM casecore_jobs WHERE state = 'queued' AND run_at <= casecore_now_us() "
-           "AND (concurrency_key = '' OR concurrency_key NOT IN (SELECT concurrency_key FROM casecore_jobs "
-           "WHERE state = 'running' AND concurrency_key <> '' GROUP BY concurrency_key HAVING count(*) >= $2)) "
-           "ORDER BY priority DESC, run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED"
-         : "SELECT id, concurrency_key FROM casecore_jobs WHERE state = 'queued' AND run_at <= casecore_now_us() "
-           "AND (concurrency_key = '' OR concurrency_key NOT IN (SELECT concurrency_key FROM casecore_jobs "
-           "WHERE state = 'running' AND concurrency_key <> '' GROUP BY concurrency_key HAVING count(*) >= $2)) "
-           "ORDER BY priority DESC, run_at, id LIMIT $1",
-      window, per_key);
+  // The window is a number in the text, like the batch of a claim (see job_sql::limit_clause).
+  const auto candidates = sql(
+      {"SELECT q.id, q.concurrency_key FROM casecore_jobs q WHERE q.state = 'queued' AND ",
+       detail::job_sql::no_running_sibling_text(pg),
+       " AND (q.concurrency_key = '' OR q.concurrency_key NOT IN (SELECT concurrency_key FROM casecore_jobs "
+       "WHERE state = 'running' AND concurrency_key <> '' GROUP BY concurrency_key HAVING count(*) >= $1)) "
+       "ORDER BY q.priority DESC, q.run_at, q.id LIMIT ",
+       std::to_string(window), pg ? " FOR NO KEY UPDATE OF q SKIP LOCKED" : ""});
+  auto found = tx.exec(candidates, per_key);
   std::map<std::string, std::int64_t> running_per_key;
-  for (auto c : candidates) {
-    if (static_cast<std::int64_t>(out.size()) >= room) break;
+  std::vector<std::int64_t> chosen;
+  for (auto c : found) {
+    if (static_cast<std::int64_t>(chosen.size()) >= room) break;
     const auto key = c.get<std::string>(1);
     if (!key.empty()) {
       auto it = running_per_key.find(key);
       if (it == running_per_key.end())
         it = running_per_key
                  .emplace(key, tx.query_one<std::int64_t>(
-                                   "SELECT count(*) FROM casecore_jobs WHERE state = 'running' AND concurrency_key = $1", key))
+                                   "SELECT count(*) FROM casecore_jobs WHERE state = 'running' AND concurrency_key <> '' "
+                                   "AND concurrency_key = $1",
+                                   key))
                  .first;
       if (it->second >= per_key) continue;
       ++it->second;
     }
-    auto r = tx.exec(claim_one_sql(), c.get<std::int64_t>(0), o.owner, lease_us(o.lease));
+    chosen.push_back(c.get<std::int64_t>(0));
+  }
+  if (!pg) {
+    claim_sqlite(tx, chosen, o, out);
+    return out;
+  }
+  for (auto id : chosen) {
+    auto r = tx.exec(claim_one_pg(), id, o.owner, lease_us(o.lease));
     if (!r.empty()) out.push_back(to_job(r[0]));
   }
   return out;
+}
+
+write_options short_write(std::chrono::milliseconds lock_timeout, std::chrono::milliseconds budget) {
+  write_options w;
+  w.lock_timeout = lock_timeout;
+  retry_policy r;
+  r.max_attempts = 3;
+  r.budget = budget;
+  w.retry = r;
+  return w;
 }
 
 } // namespace
@@ -416,15 +679,15 @@ std::vector<enqueued> enqueue_bulk(transaction& tx, std::span<const job_spec> sp
   prepared.reserve(specs.size());
   for (const auto& s : specs) prepared.push_back(validate(s)); // all-or-nothing validation first
   if (!tx.writable()) raise(errc::invalid_argument, "jobs::enqueue_bulk needs a write transaction");
+  // The last spec of each key is the one enqueued (the newest request wins, as for single enqueues).
+  std::map<std::pair<std::string_view, std::string_view>, std::size_t> last;
+  for (std::size_t i = 0; i < specs.size(); ++i) last[{specs[i].operation, specs[i].subject}] = i;
   // Insert in (operation, subject) order so two concurrent bulk enqueues wait on each other's keys in
   // the same order (no deadlock on PostgreSQL).
-  std::vector<std::size_t> order(specs.size());
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-    return std::tie(specs[a].operation, specs[a].subject) < std::tie(specs[b].operation, specs[b].subject);
-  });
+  std::vector<std::size_t> order;
+  order.reserve(last.size());
+  for (const auto& [key, i] : last) order.push_back(i);
   std::vector<enqueued> out(specs.size());
-  std::vector<bool> done(specs.size(), false);
   std::map<std::pair<std::string, std::string>, std::int64_t> created;
   std::vector<value> params;
   for (std::size_t start = 0; start < order.size(); start += bulk_chunk) {
@@ -434,15 +697,14 @@ std::vector<enqueued> enqueue_bulk(transaction& tx, std::span<const job_spec> sp
     for (auto r : tx.exec_values(bulk_insert_sql(n), params))
       created.emplace(std::make_pair(r.get<std::string>(1), r.get<std::string>(2)), r.get<std::int64_t>(0));
   }
-  std::set<std::int64_t> reported;
   for (auto i : order) {
     const auto it = created.find({specs[i].operation, specs[i].subject});
-    if (it == created.end()) continue;
-    out[i] = {it->second, reported.insert(it->second).second}; // later duplicates of one batch: created=false
-    done[i] = true;
+    out[i] = it != created.end() ? enqueued{it->second, true} : enqueue_one(tx, prepared[i]);
   }
-  for (auto i : order)
-    if (!done[i]) out[i] = enqueue_one(tx, prepared[i]);
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    const auto chosen = last.at({specs[i].operation, specs[i].subject});
+    if (chosen != i) out[i] = {out[chosen].id, false}; // earlier duplicates of one call
+  }
   return out;
 }
 
@@ -451,11 +713,21 @@ std::vector<job> claim(database& db, const claim_options& o) {
   const auto us = lease_us(o.lease);
   if (o.batch == 0 || o.batch > 1000) raise(errc::invalid_argument, "claim batch must be 1..1000");
   if (o.max_running < 0 || o.max_per_key < 0) raise(errc::invalid_argument, "claim limits must not be negative");
+  const auto batch = static_cast<std::int64_t>(o.batch);
   auto jobs = db.write([&](transaction& tx) {
+    const auto d = tx.dialect();
+    // Jobs that became due since the last claim join the ready set first (an index range read).
+    tx.exec(sqlt::promote(d, batch));
+    detail::step("jobs.claim.promoted");
     if (o.max_running > 0 || o.max_per_key > 0) return claim_limited(tx, o);
     std::vector<job> out;
-    for (auto r : tx.exec(claim_fast_sql(tx.dialect()), static_cast<std::int64_t>(o.batch), o.owner, us))
-      out.push_back(to_job(r));
+    if (d == dialect::postgresql) {
+      for (auto r : tx.exec(sqlt::claim(d, batch), o.owner, us)) out.push_back(to_job(r));
+      return out;
+    }
+    std::vector<std::int64_t> ids;
+    for (auto r : tx.exec(sqlt::claim_candidates_sqlite(batch))) ids.push_back(r.get<std::int64_t>(0));
+    claim_sqlite(tx, ids, o, out);
     return out;
   });
   std::sort(jobs.begin(), jobs.end(), [](const job& a, const job& b) {
@@ -466,30 +738,36 @@ std::vector<job> claim(database& db, const claim_options& o) {
 
 void check(transaction& tx, const claim_ref& ref) {
   // Locks the job row until the guarded transaction ends, so a reclaim cannot slip in before commit.
-  const bool pg = tx.dialect() == dialect::postgresql;
-  const auto ok = tx.query_optional<std::int64_t>(
-      pg ? "SELECT 1 FROM casecore_jobs WHERE id = $1 AND lease_epoch = $2 AND state = 'running' FOR UPDATE"
-         : "SELECT 1 FROM casecore_jobs WHERE id = $1 AND lease_epoch = $2 AND state = 'running'",
-      ref.id, ref.epoch);
-  if (!ok) throw_lost(tx, ref);
+  if (!tx.query_optional<std::int64_t>(sqlt::check(tx.dialect()), ref.id, ref.epoch)) throw_lost(ref);
 }
 
 std::map<std::int64_t, bool> heartbeat(database& db, std::span<const claim_ref> refs, std::chrono::milliseconds lease,
                                        std::vector<std::int64_t>* lost) {
   const auto us = lease_us(lease);
+  std::map<std::int64_t, bool> alive;
   std::vector<std::int64_t> gone;
-  auto alive = db.write([&](transaction& tx) {
-    gone.clear();
-    std::map<std::int64_t, bool> out;
-    for (const auto& ref : refs) {
-      auto r = tx.exec("UPDATE casecore_jobs SET lease_expires_at = casecore_now_us() + $1, heartbeat_at = casecore_now_us() "
-                       "WHERE id = $2 AND lease_epoch = $3 AND state = 'running' RETURNING cancel_requested",
-                       us, ref.id, ref.epoch);
-      if (r.empty()) gone.push_back(ref.id);
-      else out[ref.id] = r[0].get<bool>(0);
+  if (!refs.empty()) {
+    std::vector<std::int64_t> ids, tokens;
+    for (const auto& r : refs) {
+      ids.push_back(r.id);
+      tokens.push_back(r.epoch);
     }
-    return out;
-  });
+    detail::step("jobs.heartbeat");
+    // Never waits on a row lock (SKIP LOCKED); the lock timeout only bounds table-level waits.
+    const auto w = short_write(std::max(lease / 4, std::chrono::milliseconds(10)), lease / 3);
+    db.write([&](transaction& tx) {
+      alive.clear();
+      gone.clear();
+      const auto d = tx.dialect();
+      const auto id_list = int_list(d, ids), token_list = int_list(d, tokens);
+      for (auto r : tx.exec(sqlt::heartbeat(d), us, id_list, token_list)) alive[r.get<std::int64_t>(0)] = r.get<bool>(1);
+      if (alive.size() == refs.size()) return;
+      std::set<std::int64_t> busy;
+      for (auto r : tx.exec(sqlt::heartbeat_busy(d), id_list, token_list)) busy.insert(r.get<std::int64_t>(0));
+      for (const auto& ref : refs)
+        if (!alive.count(ref.id) && !busy.count(ref.id)) gone.push_back(ref.id);
+    }, w);
+  }
   if (lost) *lost = std::move(gone);
   return alive;
 }
@@ -499,31 +777,57 @@ std::vector<stage_outcome> complete_stages(transaction& tx, std::span<const stag
   std::map<std::int64_t, std::size_t> index;
   for (std::size_t i = 0; i < done.size(); ++i) index[done[i].ref.id] = i;
   if (index.size() != done.size()) raise(errc::invalid_argument, "complete_stages: a job appears twice");
-  std::vector<value> params;
-  std::vector<value> stage_params;
-  for (std::size_t start = 0; start < done.size(); start += complete_chunk) {
-    const auto n = std::min(complete_chunk, done.size() - start);
-    params.clear();
-    for (std::size_t k = 0; k < n; ++k) {
-      const auto& d = done[start + k];
-      params.emplace_back(d.ref.id);
-      params.emplace_back(d.ref.epoch);
-      params.emplace_back(std::int64_t{d.stage});
-    }
-    // One statement advances every claim of the chunk that is still held at the named stage.
-    const auto rows = tx.exec_values(complete_sql(n), params);
-    stage_params.clear();
+  if (done.empty()) return out;
+  const bool pg = tx.dialect() == dialect::postgresql;
+  std::vector<std::size_t> held;
+  std::map<std::size_t, std::string> names; // stage name of each held completion
+  auto take = [&](const result& rows) {
     for (auto r : rows) {
       const auto i = index.at(r.get<std::int64_t>(0));
-      const auto names = split_stages(r.get<std::string>(1));
       out[i] = {true, r.get<std::string>(2) == "succeeded", r.get<bool>(3)};
+      const auto all = split_stages(r.get<std::string>(1));
       const auto pos = static_cast<std::size_t>(done[i].stage);
+      names[i] = pos < all.size() ? all[pos] : std::string("?");
+      held.push_back(i);
+    }
+  };
+  if (pg) {
+    std::vector<std::int64_t> ids, tokens, stages;
+    for (const auto& d : done) {
+      ids.push_back(d.ref.id);
+      tokens.push_back(d.ref.epoch);
+      stages.push_back(d.stage);
+    }
+    take(tx.exec(sqlt::complete_pg(), int_list(dialect::postgresql, ids), int_list(dialect::postgresql, tokens),
+                 int_list(dialect::postgresql, stages)));
+  } else {
+    std::vector<value> params;
+    for (std::size_t start = 0; start < done.size(); start += complete_chunk) {
+      const auto n = std::min(complete_chunk, done.size() - start);
+      params.clear();
+      for (std::size_t k = 0; k < n; ++k) {
+        const auto& d = done[start + k];
+        params.emplace_back(d.ref.id);
+        params.emplace_back(d.ref.epoch);
+        params.emplace_back(std::int64_t{d.stage});
+      }
+      take(tx.exec_values(complete_sqlite(n), params));
+    }
+  }
+  // Stage rows of the completions that held, in id order (the same order as the job rows).
+  std::sort(held.begin(), held.end(), [&](std::size_t a, std::size_t b) { return done[a].ref.id < done[b].ref.id; });
+  std::vector<value> stage_params;
+  for (std::size_t start = 0; start < held.size(); start += complete_chunk) {
+    const auto n = std::min(complete_chunk, held.size() - start);
+    stage_params.clear();
+    for (std::size_t k = 0; k < n; ++k) {
+      const auto i = held[start + k];
       stage_params.emplace_back(done[i].ref.id);
       stage_params.emplace_back(std::int64_t{done[i].stage});
-      stage_params.emplace_back(pos < names.size() ? names[pos] : std::string("?"));
+      stage_params.emplace_back(names[i]);
       stage_params.emplace_back(done[i].started_at);
     }
-    if (!rows.empty()) tx.exec_values(stage_rows_sql(rows.size()), stage_params);
+    tx.exec_values(stage_rows_sql(n), stage_params);
   }
   return out;
 }
@@ -532,48 +836,70 @@ bool complete_stage(transaction& tx, const claim_ref& ref, int stage, micros sta
   const stage_done d{ref, stage, started_at};
   const auto r = complete_stages(tx, std::span<const stage_done>(&d, 1));
   if (!r[0].held) {
-    auto row = lock_claim(tx, ref);
-    if (!row) throw_lost(tx, ref);
-    raise(errc::invalid_argument, "job " + std::to_string(ref.id) + " is at stage " + std::to_string(row->current_stage) +
-                                      ", not " + std::to_string(stage));
+    const auto at = tx.query_optional<int>(
+        "SELECT current_stage FROM casecore_jobs WHERE id = $1 AND lease_epoch = $2 AND state = 'running' "
+        "AND lease_expires_at >= casecore_now_us()",
+        ref.id, ref.epoch);
+    if (!at) throw_lost(ref);
+    raise(errc::invalid_argument, "job " + std::to_string(ref.id) + " is at stage " + std::to_string(*at) + ", not " +
+                                      std::to_string(stage));
   }
   return r[0].finished;
 }
 
 job_state fail(database& db, const claim_ref& ref, int stage, std::string_view error, const backoff& delays) {
   const std::string message(error.substr(0, 4000));
-  return db.write([&](transaction& tx) {
-    auto row = lock_claim(tx, ref);
-    if (!row) throw_lost(tx, ref);
-    const micros now = tx.now_us();
-    const bool spent = row->attempts >= row->max_attempts;
-    if (spent)
-      tx.exec("UPDATE casecore_jobs SET state = 'failed', finished_at = casecore_now_us(), last_error = $1, "
-              "lease_owner = '', lease_expires_at = 0 WHERE id = $2",
-              message, ref.id);
-    else
-      tx.exec("UPDATE casecore_jobs SET state = 'queued', run_at = casecore_now_us() + $1, last_error = $2, "
-              "lease_owner = '', lease_expires_at = 0 WHERE id = $3",
-              jittered_delay_us(delays, row->attempts), message, ref.id);
-    if (stage >= 0 && stage < static_cast<int>(row->stages.size()))
-      upsert_stage(tx, ref.id, stage, row->stages[static_cast<std::size_t>(stage)], "failed", now, message);
-    return spent ? job_state::failed : job_state::queued;
+  return retry_on_new_sibling([&] {
+    return db.write([&](transaction& tx) {
+      auto row = lock_claim(tx, ref);
+      if (!row) throw_lost(ref);
+      const micros now = tx.now_us();
+      job_state result = job_state::queued;
+      if (auto newer = waiting_sibling(tx, *row)) {
+        tx.exec("UPDATE casecore_jobs SET state = 'cancelled', finished_at = casecore_now_us(), last_error = $1, "
+                "lease_owner = '', lease_expires_at = 0 WHERE id = $2",
+                superseded_note(message, *newer), ref.id);
+        result = job_state::cancelled;
+      } else if (row->attempts >= row->max_attempts) {
+        tx.exec("UPDATE casecore_jobs SET state = 'failed', finished_at = casecore_now_us(), last_error = $1, "
+                "lease_owner = '', lease_expires_at = 0 WHERE id = $2",
+                message, ref.id);
+        result = job_state::failed;
+      } else {
+        tx.exec("UPDATE casecore_jobs SET state = CASE WHEN CAST($1 AS BIGINT) > 0 THEN 'scheduled' ELSE 'queued' END, "
+                "run_at = casecore_now_us() + $1, last_error = $2, lease_owner = '', lease_expires_at = 0 WHERE id = $3",
+                jittered_delay_us(delays, row->attempts), message, ref.id);
+      }
+      if (stage >= 0 && stage < static_cast<int>(row->stages.size()))
+        upsert_stage(tx, ref.id, stage, row->stages[static_cast<std::size_t>(stage)], "failed", now, message);
+      return result;
+    });
   });
 }
 
 bool release(database& db, const claim_ref& ref) {
-  return db.write([&](transaction& tx) {
-    return tx.exec("UPDATE casecore_jobs SET state = 'queued', attempts = attempts - 1, run_at = casecore_now_us(), "
-                   "lease_owner = '', lease_expires_at = 0 WHERE id = $1 AND lease_epoch = $2 AND state = 'running'",
-                   ref.id, ref.epoch)
-               .affected() > 0;
+  return retry_on_new_sibling([&] {
+    return db.write([&](transaction& tx) {
+      auto row = lock_claim(tx, ref);
+      if (!row) return false;
+      if (auto newer = waiting_sibling(tx, *row))
+        tx.exec("UPDATE casecore_jobs SET state = 'cancelled', finished_at = casecore_now_us(), last_error = $1, "
+                "lease_owner = '', lease_expires_at = 0 WHERE id = $2",
+                superseded_note("released", *newer), ref.id);
+      else
+        tx.exec("UPDATE casecore_jobs SET state = 'queued', attempts = attempts - 1, run_at = casecore_now_us(), "
+                "lease_owner = '', lease_expires_at = 0 WHERE id = $1",
+                ref.id);
+      return true;
+    });
   });
 }
 
 bool acknowledge_cancel(database& db, const claim_ref& ref) {
   return db.write([&](transaction& tx) {
     return tx.exec("UPDATE casecore_jobs SET state = 'cancelled', finished_at = casecore_now_us(), lease_owner = '', "
-                   "lease_expires_at = 0 WHERE id = $1 AND lease_epoch = $2 AND state = 'running' AND cancel_requested = 1",
+                   "lease_expires_at = 0 WHERE id = $1 AND lease_epoch = $2 AND state = 'running' AND cancel_requested = 1 "
+                   "AND lease_expires_at >= casecore_now_us()",
                    ref.id, ref.epoch)
                .affected() > 0;
   });
@@ -582,7 +908,7 @@ bool acknowledge_cancel(database& db, const claim_ref& ref) {
 bool cancel(database& db, std::int64_t id) {
   return db.write([&](transaction& tx) {
     if (tx.exec("UPDATE casecore_jobs SET state = 'cancelled', cancel_requested = 1, finished_at = casecore_now_us() "
-                "WHERE id = $1 AND state = 'queued'",
+                "WHERE id = $1 AND state IN ('queued', 'scheduled')",
                 id)
             .affected() > 0)
       return true;
@@ -599,12 +925,13 @@ job retry(database& db, std::int64_t id) {
     if (r.empty()) throw not_found("job " + std::to_string(id) + " does not exist");
     const auto state = r[0].get<std::string>(0);
     if (state != "failed" && state != "cancelled")
-      throw invalid_transition("job " + std::to_string(id) + " is " + state + ": only failed or cancelled jobs can be retried");
-    // The partial unique index would refuse the update anyway; checking first gives the operator the other job's id.
+      throw invalid_transition("job " + std::to_string(id) + " is " + std::string(to_string(parse_state(state))) +
+                               ": only failed or cancelled jobs can be retried");
+    // The waiting index would refuse the update anyway; checking first gives the operator the other job's id.
     if (auto other = tx.query_optional<std::int64_t>(
-            "SELECT id FROM casecore_jobs WHERE operation = $1 AND subject = $2 AND state IN ('queued', 'running')",
+            "SELECT id FROM casecore_jobs WHERE operation = $1 AND subject = $2 AND state IN ('queued', 'scheduled')",
             r[0].get<std::string>(1), r[0].get<std::string>(2)))
-      throw already_exists("job " + std::to_string(*other) + " is already active for the same operation and subject");
+      throw already_exists("job " + std::to_string(*other) + " is already waiting for the same operation and subject");
     tx.exec("UPDATE casecore_jobs SET state = 'queued', attempts = 0, run_at = casecore_now_us(), finished_at = 0, "
             "cancel_requested = 0, lease_owner = '', lease_expires_at = 0 WHERE id = $1",
             id);
@@ -613,30 +940,73 @@ job retry(database& db, std::int64_t id) {
 }
 
 std::size_t reclaim_expired(database& db) {
-  return static_cast<std::size_t>(db.write([](transaction& tx) {
-    return tx.exec(
-        "UPDATE casecore_jobs SET "
-        "state = CASE WHEN cancel_requested = 1 THEN 'cancelled' WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, "
-        "finished_at = CASE WHEN cancel_requested = 1 OR attempts >= max_attempts THEN casecore_now_us() ELSE 0 END, "
-        "last_error = 'lease expired: worker lost', lease_owner = '', lease_expires_at = 0, run_at = casecore_now_us() "
-        "WHERE state = 'running' AND lease_expires_at < casecore_now_us()")
-        .affected();
-  }));
+  std::size_t total = 0;
+  // Short transactions of at most 100 rows; locked rows are skipped (their holder is finishing them)
+  // and a lock wait (a business transaction enqueueing a job of the same key) is bounded.
+  const auto w = short_write(std::chrono::milliseconds(500), std::chrono::milliseconds(2000));
+  for (int round = 0; round < 1000; ++round) {
+    const auto n = retry_on_new_sibling([&] {
+      return db.write([&](transaction& tx) { return tx.exec(sqlt::reclaim(tx.dialect())).size(); }, w);
+    });
+    total += n;
+    if (n < 100) break;
+  }
+  return total;
+}
+
+std::size_t prune(database& db, const retention& keep, std::size_t batch, std::size_t max_rows) {
+  if (keep.max_age.count() < 0) raise(errc::invalid_argument, "retention max_age must not be negative");
+  if (keep.max_finished < 0) raise(errc::invalid_argument, "retention max_finished must not be negative");
+  if (batch < 1 || batch > 10000) raise(errc::invalid_argument, "prune batch must be 1..10000");
+  std::size_t total = 0;
+  const auto rows = static_cast<std::int64_t>(batch);
+  // Small batches keep each transaction (and its locks) short on a table with millions of rows; the
+  // count is from RETURNING, not affected(): SQLite counts the cascaded stage rows too.
+  static const std::string by_age = sql(
+      {"DELETE FROM casecore_jobs WHERE id IN (SELECT id FROM casecore_jobs WHERE state IN ", finished_states,
+       " AND finished_at < casecore_now_us() - $1 ORDER BY finished_at LIMIT $2) RETURNING id"});
+  static const std::string by_count = sql(
+      {"DELETE FROM casecore_jobs WHERE id IN (SELECT id FROM casecore_jobs WHERE state IN ", finished_states,
+       " AND (finished_at < $1 OR (finished_at = $1 AND id <= $2)) ORDER BY finished_at LIMIT $3) RETURNING id"});
+  static const std::string cutoff = sql({"SELECT finished_at, id FROM casecore_jobs WHERE state IN ", finished_states,
+                                         " ORDER BY finished_at DESC, id DESC LIMIT 1 OFFSET $1"});
+  const auto enough = [&] { return max_rows > 0 && total >= max_rows; };
+  if (keep.max_age.count() > 0) {
+    for (;;) {
+      const auto n = db.write([&](transaction& tx) { return tx.exec(by_age, keep.max_age.count() * 1000, rows).size(); });
+      total += n;
+      if (n < batch || enough()) break;
+    }
+  }
+  if (keep.max_finished > 0 && !enough()) {
+    // The newest max_finished finished jobs stay; the cut is taken once, so jobs finishing meanwhile
+    // are newer than every deleted row.
+    const auto cut = db.read([&](transaction& tx) -> std::optional<std::pair<micros, std::int64_t>> {
+      auto r = tx.exec(cutoff, keep.max_finished);
+      if (r.empty()) return std::nullopt;
+      return std::pair{r[0].get<micros>(0), r[0].get<std::int64_t>(1)};
+    });
+    if (cut) {
+      for (;;) {
+        const auto n = db.write([&](transaction& tx) { return tx.exec(by_count, cut->first, cut->second, rows).size(); });
+        total += n;
+        if (n < batch || enough()) break;
+      }
+    }
+  }
+  return total;
 }
 
 std::size_t prune(database& db, std::chrono::milliseconds older_than) {
   if (older_than.count() < 0) raise(errc::invalid_argument, "prune age must not be negative");
+  // Unlike retention::max_age (0 = no age limit), 0 here means "everything finished before now".
   std::size_t total = 0;
+  static const std::string q = sql(
+      {"DELETE FROM casecore_jobs WHERE id IN (SELECT id FROM casecore_jobs WHERE state IN ", finished_states,
+       " AND finished_at < casecore_now_us() - $1 ORDER BY finished_at LIMIT 5000) RETURNING id"});
   for (;;) {
-    // Small batches keep each transaction (and its locks) short on a table with millions of rows.
-    const auto n = db.write([&](transaction& tx) {
-      return tx.exec("DELETE FROM casecore_jobs WHERE id IN (SELECT id FROM casecore_jobs "
-                     "WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < casecore_now_us() - $1 LIMIT 5000) "
-                     "RETURNING id",
-                     older_than.count() * 1000)
-          .size(); // not affected(): SQLite counts the cascaded stage rows too
-    });
-    total += static_cast<std::size_t>(n);
+    const auto n = db.write([&](transaction& tx) { return tx.exec(q, older_than.count() * 1000).size(); });
+    total += n;
     if (n < 5000) return total;
   }
 }
@@ -653,8 +1023,9 @@ std::optional<job> get(database& db, std::int64_t id) {
 std::vector<job> list(database& db, std::optional<job_state> state, std::size_t limit) {
   if (limit < 1 || limit > 10000) raise(errc::invalid_argument, "job list limit must be 1..10000");
   return db.read([&](transaction& tx) {
-    static const std::string q =
-        sql({"SELECT ", job_columns, " FROM casecore_jobs WHERE $1 = '' OR state = $1 ORDER BY id DESC LIMIT $2"});
+    static const std::string q = sql({"SELECT ", job_columns,
+                                      " FROM casecore_jobs WHERE $1 = '' OR state = $1 OR ($1 = 'queued' AND state = 'scheduled') "
+                                      "ORDER BY id DESC LIMIT $2"});
     std::vector<job> out;
     for (auto r : tx.exec(q, state ? to_string(*state) : std::string_view{}, static_cast<std::int64_t>(limit)))
       out.push_back(to_job(r));
@@ -677,18 +1048,23 @@ std::vector<stage_record> stages(database& db, std::int64_t id) {
 queue_stats inspect(database& db) {
   return db.read([](transaction& tx) {
     queue_stats s;
-    for (auto r : tx.exec("SELECT state, count(*) FROM casecore_jobs GROUP BY state"))
-      s.by_state[r.get<std::string>(0)] = r.get<std::int64_t>(1);
+    for (auto r : tx.exec("SELECT state, count(*) FROM casecore_jobs GROUP BY state")) {
+      const auto st = r.get<std::string>(0);
+      s.by_state[std::string(to_string(parse_state(st)))] += r.get<std::int64_t>(1);
+    }
     for (auto r : tx.exec("SELECT stages, current_stage, count(*) FROM casecore_jobs "
-                          "WHERE state IN ('queued', 'running') GROUP BY stages, current_stage")) {
+                          "WHERE state IN ('queued', 'scheduled', 'running') GROUP BY stages, current_stage")) {
       const auto names = split_stages(r.get<std::string>(0));
       const auto at = r.get<std::size_t>(1);
       s.active_by_stage[at < names.size() ? names[at] : "done"] += r.get<std::int64_t>(2);
     }
-    auto ready = tx.exec("SELECT count(*), min(run_at), casecore_now_us() FROM casecore_jobs "
-                         "WHERE state = 'queued' AND run_at <= casecore_now_us()");
+    // 'queued' rows are due by construction; scheduled ones are due once run_at passed.
+    auto ready = tx.exec("SELECT count(*), min(run_at), casecore_now_us() FROM casecore_jobs WHERE state = 'queued' "
+                         "OR (state = 'scheduled' AND run_at <= casecore_now_us())");
     s.ready = ready[0].get<std::int64_t>(0);
-    if (s.ready > 0) s.oldest_ready_age = ready[0].get<micros>(2) - ready[0].get<micros>(1);
+    if (s.ready > 0) s.oldest_ready_age = std::max<micros>(0, ready[0].get<micros>(2) - ready[0].get<micros>(1));
+    s.scheduled = tx.query_one<std::int64_t>(
+        "SELECT count(*) FROM casecore_jobs WHERE state = 'scheduled' AND run_at > casecore_now_us()");
     for (auto r : tx.exec("SELECT id FROM casecore_jobs WHERE state = 'running' AND lease_expires_at < casecore_now_us() "
                           "ORDER BY id"))
       s.stuck.push_back(r.get<std::int64_t>(0));

@@ -1,4 +1,5 @@
 #include <casecore/detail/token.hpp>
+#include <casecore/lease.hpp>
 #include <casecore/worker.hpp>
 
 #include <boost/thread/thread.hpp>
@@ -6,35 +7,62 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <vector>
+
+namespace casecore::detail {
+// Shared by the runner, the heartbeat thread and the handler's job_context.
+struct claim_signal {
+  std::atomic<bool> lost{false};
+  std::atomic<bool> cancel{false};
+  std::stop_source stop;
+  // Monotonic-clock time (ns) until which the claim is certainly held: the steady time taken just
+  // BEFORE the claim / heartbeat statement that set the expiry, plus the lease. The database set
+  // expiry = its now + lease at a moment after that, so this never overestimates the claim.
+  std::atomic<std::int64_t> held_until_ns{0};
+};
+} // namespace casecore::detail
 
 namespace casecore::jobs {
 
 namespace {
-constexpr int flag_cancel = 1;
-constexpr int flag_lost = 2;
+
+using steady = std::chrono::steady_clock;
+
+std::int64_t ns(steady::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+constexpr std::string_view maintenance_lease = "casecore.jobs.maintenance";
+
 } // namespace
 
-job_context::job_context(database& db, const job& j, int stage, micros started_at, std::shared_ptr<std::atomic<int>> flags)
-    : db_(db), job_(j), stage_(stage), started_at_(started_at), flags_(std::move(flags)) {}
+job_context::job_context(database& db, const job& j, int stage, micros started_at, std::shared_ptr<casecore::detail::claim_signal> signal)
+    : db_(db), job_(j), stage_(stage), started_at_(started_at), signal_(std::move(signal)) {}
 
-bool job_context::cancel_requested() const noexcept { return cancel_seen_ || (flags_->load() & flag_cancel) != 0; }
-bool job_context::lost() const noexcept { return (flags_->load() & flag_lost) != 0; }
+bool job_context::cancel_requested() const noexcept { return cancel_seen_ || signal_->cancel.load(); }
+bool job_context::lost() const noexcept { return signal_->lost.load(); }
+std::stop_token job_context::stop_token() const noexcept { return signal_->stop.get_token(); }
 
 void job_context::write(const std::function<void(transaction&)>& f) {
+  if (lost()) throw lease_lost("job " + std::to_string(job_.id) + ": the claim was lost");
   db_.write([&](transaction& tx) {
-    check(tx, ref());
     f(tx);
+    check(tx, ref()); // last: the job row is locked only from here to the commit
   });
 }
 
 void job_context::complete(const std::function<void(transaction&)>& f) {
   if (completed_) raise(errc::invalid_argument, "stage already completed");
+  if (lost()) throw lease_lost("job " + std::to_string(job_.id) + ": the claim was lost");
   cancel_seen_ = db_.write([&](transaction& tx) {
-    check(tx, ref());
     f(tx);
-    complete_stage(tx, ref(), stage_, started_at_);
-    return tx.query_one<bool>("SELECT cancel_requested FROM casecore_jobs WHERE id = $1", job_.id);
+    // The fence is the completing statement itself (token + expiry on the database clock); it is the
+    // only statement that locks the job row, so heartbeats never wait for `f`.
+    const stage_done d{ref(), stage_, started_at_};
+    const auto o = complete_stages(tx, std::span<const stage_done>(&d, 1));
+    if (!o[0].held) complete_stage(tx, ref(), stage_, started_at_); // throws lease_lost / invalid_argument
+    return o[0].cancel_requested;
   });
   completed_ = true;
 }
@@ -48,18 +76,30 @@ struct worker::state {
   std::atomic<bool> running{false};
   std::vector<boost::thread> threads;
   boost::thread heartbeat_thread;
+  boost::thread maintenance_thread;
 
   std::mutex wake_m;
   std::condition_variable wake_cv;
   std::uint64_t wake_seq = 0;
 
+  // The background threads outlive the handler threads at stop(): claims stay heartbeated until
+  // every handler finished its stage and handed its jobs back.
+  std::mutex bg_m;
+  std::condition_variable bg_cv;
+  bool bg_stop = false;
+
   std::mutex held_m;
-  std::map<std::int64_t, std::pair<std::int64_t, std::shared_ptr<std::atomic<int>>>> held; // id -> (epoch, flags)
+  std::map<std::int64_t, std::pair<std::int64_t, std::shared_ptr<casecore::detail::claim_signal>>> held; // id -> (token, signal)
+
+  std::mutex slots_m;
+  std::vector<std::int64_t> slot_job; // job whose handler handler thread i runs now (0: none)
 
   mutable std::mutex stats_m;
   worker_stats stats;
 
   state(database d, worker_options o) : db(std::move(d)), opt(std::move(o)) {}
+
+  std::chrono::milliseconds period() const { return opt.heartbeat.count() > 0 ? opt.heartbeat : std::max(opt.lease / 3, std::chrono::milliseconds(1)); }
 
   void bump(std::uint64_t worker_stats::*field, std::uint64_t n = 1) {
     std::lock_guard g(stats_m);
@@ -72,16 +112,71 @@ struct worker::state {
     return nullptr;
   }
 
-  std::shared_ptr<std::atomic<int>> hold(const job& j) {
-    auto flags = std::make_shared<std::atomic<int>>(j.cancel_requested ? flag_cancel : 0);
+  // --- held claims ------------------------------------------------------------------------------
+
+  void hold(const job& j, steady::time_point before_claim) {
+    auto sig = std::make_shared<casecore::detail::claim_signal>();
+    sig->cancel = j.cancel_requested;
+    sig->held_until_ns = ns(before_claim + opt.lease);
     std::lock_guard g(held_m);
-    held[j.id] = {j.lease_epoch, flags};
-    return flags;
+    held[j.id] = {j.lease_epoch, std::move(sig)};
+  }
+  std::shared_ptr<casecore::detail::claim_signal> signal_of(std::int64_t id) {
+    std::lock_guard g(held_m);
+    auto it = held.find(id);
+    return it == held.end() ? nullptr : it->second.second;
   }
   void unhold(std::int64_t id) {
     std::lock_guard g(held_m);
     held.erase(id);
   }
+
+  void extended(casecore::detail::claim_signal& sig, steady::time_point before, bool cancel) {
+    const auto until = ns(before + opt.lease);
+    auto cur = sig.held_until_ns.load();
+    while (cur < until && !sig.held_until_ns.compare_exchange_weak(cur, until)) {
+    }
+    if (cancel) sig.cancel = true;
+  }
+
+  // Tell the handler: flag, stop token, and a Boost interruption of the thread running it (only
+  // while it runs this job's handler: the slot is cleared under the same mutex afterwards).
+  void mark_lost(std::int64_t id, casecore::detail::claim_signal& sig) {
+    sig.lost = true;
+    sig.stop.request_stop();
+    std::lock_guard g(slots_m);
+    for (std::size_t i = 0; i < slot_job.size(); ++i)
+      if (slot_job[i] == id) threads[i].interrupt();
+  }
+
+  // True when the claim is certainly held now. Close to the local deadline (or past it) the
+  // database decides: a heartbeat of this one claim extends it or reports it lost.
+  bool ensure_held(const claim_ref& ref, casecore::detail::claim_signal& sig) {
+    if (sig.lost) return false;
+    const auto margin = std::max(opt.lease / 10, std::chrono::milliseconds(1));
+    if (ns(steady::now() + margin) < sig.held_until_ns.load()) return true;
+    for (int tries = 0; tries < 3; ++tries) {
+      const auto before = steady::now();
+      std::vector<std::int64_t> lost;
+      try {
+        const auto alive = jobs::heartbeat(db, std::span<const claim_ref>(&ref, 1), opt.lease, &lost);
+        if (auto it = alive.find(ref.id); it != alive.end()) {
+          extended(sig, before, it->second);
+          return true;
+        }
+      } catch (const std::exception&) {
+        return false; // cannot confirm the claim: do not start (it expires and is reclaimed)
+      }
+      if (!lost.empty()) {
+        mark_lost(ref.id, sig);
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5)); // its row is locked right now
+    }
+    return false;
+  }
+
+  // --- wake-ups -------------------------------------------------------------------------------
 
   void wait(std::chrono::milliseconds timeout) {
     if (opt.wait_for_work) return opt.wait_for_work(timeout);
@@ -109,19 +204,65 @@ struct worker::state {
     return c;
   }
 
+  // --- running handlers -----------------------------------------------------------------------
+
+  enum class outcome { done, lost, failed };
+
+  outcome run_handler(const stage_handler* handler, job_context& ctx, int slot, std::string& error) {
+    const auto id = ctx.current().id;
+    if (slot >= 0) {
+      std::lock_guard g(slots_m);
+      slot_job[static_cast<std::size_t>(slot)] = id;
+    }
+    outcome result = outcome::done;
+    try {
+      if (!handler) raise(errc::invalid_argument, "no handler for stage '" + ctx.stage() + "' of '" + ctx.current().operation + "'");
+      (*handler)(ctx);
+    } catch (const boost::thread_interrupted&) {
+      result = outcome::lost; // only mark_lost interrupts handler threads
+    } catch (const lease_lost&) {
+      result = outcome::lost;
+    } catch (const std::exception& e) {
+      error = e.what();
+      result = outcome::failed;
+    } catch (...) {
+      error = "unknown exception";
+      result = outcome::failed;
+    }
+    if (slot >= 0) {
+      {
+        std::lock_guard g(slots_m);
+        slot_job[static_cast<std::size_t>(slot)] = 0;
+      }
+      // An interruption that arrived after the handler's last interruption point must not hit the
+      // next job: consume it (no new one can come, the slot is cleared).
+      if (boost::this_thread::interruption_requested()) {
+        try {
+          boost::this_thread::interruption_point();
+        } catch (const boost::thread_interrupted&) {
+        }
+      }
+    }
+    if (result == outcome::failed && ctx.lost()) result = outcome::lost; // the failure followed the loss
+    return result;
+  }
+
   // Runs the job's remaining stages. A last stage whose handler did not call complete() itself is
   // not committed here but appended to `deferred`, so a batch finishes in one transaction.
-  void run_job(const job& j, std::vector<stage_done>& deferred) {
+  void run_job(const job& j, std::vector<stage_done>& deferred, int slot, steady::time_point claimed) {
     const claim_ref ref{j.id, j.lease_epoch};
-    auto flags = hold(j);
-    const auto t0 = std::chrono::steady_clock::now();
+    const auto sig = signal_of(j.id);
+    if (!sig) return;
     auto db_now = [&] {
-      return j.heartbeat_at + std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+      return j.heartbeat_at + std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - claimed).count();
     };
     try {
       for (int i = j.current_stage; i < static_cast<int>(j.stages.size()); ++i) {
-        if (flags->load() & flag_lost) throw lease_lost("claim lost");
-        if (flags->load() & flag_cancel) {
+        if (!ensure_held(ref, *sig)) { // never start a handler whose claim is gone
+          bump(&worker_stats::lost);
+          break;
+        }
+        if (sig->cancel) {
           if (acknowledge_cancel(db, ref)) bump(&worker_stats::cancelled);
           break;
         }
@@ -130,26 +271,26 @@ struct worker::state {
           break;
         }
         const auto& stage = j.stages[static_cast<std::size_t>(i)];
-        const auto* handler = find(j.operation, stage);
-        job_context ctx(db, j, i, db_now(), flags);
-        try {
-          if (!handler) raise(errc::invalid_argument, "no handler for stage '" + stage + "' of '" + j.operation + "'");
-          (*handler)(ctx);
-          if (!ctx.completed() && i + 1 == static_cast<int>(j.stages.size())) {
-            deferred.push_back({ref, i, ctx.started_at_});
-            return; // stays held (heartbeats continue) until the batch is flushed
-          }
-          if (!ctx.completed()) ctx.complete([](transaction&) {});
-        } catch (const lease_lost&) {
-          throw;
-        } catch (const std::exception& e) {
-          bump(&worker_stats::failures);
-          fail(db, ref, i, e.what(), opt.retry);
+        job_context ctx(db, j, i, db_now(), sig);
+        std::string error;
+        const auto result = run_handler(find(j.operation, stage), ctx, slot, error);
+        if (result == outcome::lost) {
+          bump(&worker_stats::lost);
           break;
         }
+        if (result == outcome::failed) {
+          bump(&worker_stats::failures);
+          fail(db, ref, i, error, opt.retry);
+          break;
+        }
+        if (!ctx.completed() && i + 1 == static_cast<int>(j.stages.size())) {
+          deferred.push_back({ref, i, ctx.started_at_});
+          return; // stays held (heartbeats continue) until the batch is flushed
+        }
+        if (!ctx.completed()) ctx.complete([](transaction&) {});
         bump(&worker_stats::stages);
         if (i + 1 == static_cast<int>(j.stages.size())) bump(&worker_stats::succeeded);
-        if (ctx.cancel_seen_) flags->fetch_or(flag_cancel);
+        if (ctx.cancel_seen_) sig->cancel = true;
       }
     } catch (const lease_lost&) {
       bump(&worker_stats::lost);
@@ -177,28 +318,45 @@ struct worker::state {
     deferred.clear();
   }
 
-  std::size_t run_batch() {
+  std::size_t run_batch(int slot) {
+    const auto before = steady::now();
     auto batch = claim(db, claim_opts());
+    if (batch.empty()) return 0;
+    const auto claimed = steady::now();
+    // Every job of the batch is held (heartbeated) from now on, not only the one running.
+    for (const auto& j : batch) hold(j, before);
+    struct unhold_all { // whatever happens below, nothing stays heartbeated past this batch
+      state& s;
+      const std::vector<job>& b;
+      ~unhold_all() {
+        for (const auto& j : b) s.unhold(j.id);
+      }
+    } guard{*this, batch};
     bump(&worker_stats::claimed, batch.size());
     std::vector<stage_done> deferred;
-    for (std::size_t k = 0; k < batch.size(); ++k) {
-      if (stopping && k > 0) { // hand unstarted jobs back at once
-        if (release(db, {batch[k].id, batch[k].lease_epoch})) bump(&worker_stats::released);
+    for (const auto& j : batch) {
+      if (stopping) { // hand unstarted jobs back at once
+        try {
+          if (release(db, {j.id, j.lease_epoch})) bump(&worker_stats::released);
+        } catch (const std::exception&) {
+          // It expires and is reclaimed.
+        }
+        unhold(j.id);
         continue;
       }
-      run_job(batch[k], deferred);
+      run_job(j, deferred, slot, claimed);
     }
     flush(deferred);
     return batch.size();
   }
 
-  void thread_main() {
+  void thread_main(int slot) {
     // Subscribe before the first claim: the port's contract makes a later notify un-losable.
     auto sub = opt.transport ? opt.transport->subscribe(opt.topic) : nullptr;
     while (!stopping) {
       std::size_t got = 0;
       try {
-        got = run_batch();
+        got = run_batch(slot);
       } catch (const std::exception&) {
         got = 0; // transient database trouble: back off like an empty queue
       }
@@ -209,51 +367,104 @@ struct worker::state {
     }
   }
 
+  // --- background threads ---------------------------------------------------------------------
+
+  // Sleeps one period; false once the background threads must end.
+  bool background_sleep(std::chrono::milliseconds d) {
+    std::unique_lock g(bg_m);
+    bg_cv.wait_for(g, d, [&] { return bg_stop; });
+    return !bg_stop;
+  }
+
   void heartbeat_once() {
     std::vector<claim_ref> refs;
-    std::map<std::int64_t, std::shared_ptr<std::atomic<int>>> flags;
+    std::map<std::int64_t, std::shared_ptr<casecore::detail::claim_signal>> signals;
     {
       std::lock_guard g(held_m);
       for (const auto& [id, h] : held) {
         refs.push_back({id, h.first});
-        flags[id] = h.second;
+        signals[id] = h.second;
       }
     }
-    if (!refs.empty()) {
-      std::vector<std::int64_t> lost;
-      const auto alive = jobs::heartbeat(db, refs, opt.lease, &lost);
-      for (const auto& [id, cancel] : alive)
-        if (cancel) flags[id]->fetch_or(flag_cancel);
-      for (auto id : lost) flags[id]->fetch_or(flag_lost);
-    }
-    reclaim_expired(db);
+    if (refs.empty()) return;
+    const auto before = steady::now();
+    std::vector<std::int64_t> lost;
+    const auto alive = jobs::heartbeat(db, refs, opt.lease, &lost);
+    for (const auto& [id, cancel] : alive) extended(*signals[id], before, cancel);
+    for (auto id : lost) mark_lost(id, *signals[id]);
   }
 
   void heartbeat_main() {
-    const auto period = opt.heartbeat.count() > 0 ? opt.heartbeat : opt.lease / 3;
-    std::unique_lock g(wake_m);
-    while (!stopping) {
-      wake_cv.wait_for(g, period, [&] { return stopping.load(); });
-      if (stopping) break;
-      g.unlock();
+    while (background_sleep(period())) {
       try {
         heartbeat_once();
       } catch (const std::exception&) {
         // Missed beat: the lease has slack (period = lease / 3); the next one catches up.
       }
-      g.lock();
     }
+  }
+
+  // Reclaims every period; prunes every `maintenance` while holding the maintenance lease.
+  void maintenance_main() {
+    std::optional<lease::grant> leader;
+    auto next_prune = steady::now();
+    const bool prunes = opt.maintenance.count() > 0 && (opt.retain.max_age.count() > 0 || opt.retain.max_finished > 0);
+    const auto ttl = std::max(opt.maintenance * 3, std::chrono::milliseconds(1000));
+    while (background_sleep(period())) {
+      try {
+        if (const auto n = reclaim_expired(db)) bump(&worker_stats::reclaimed, n);
+      } catch (const std::exception&) {
+        // Next period.
+      }
+      if (!prunes || steady::now() < next_prune) continue;
+      next_prune = steady::now() + opt.maintenance;
+      try {
+        if (leader) {
+          try {
+            leader = lease::renew(db, *leader, ttl);
+          } catch (const lease_lost&) {
+            leader.reset();
+          }
+        }
+        if (!leader) leader = lease::try_acquire(db, maintenance_lease, opt.owner, ttl);
+        if (!leader) continue;
+        // Small batches, checking for stop() between rounds.
+        for (;;) {
+          const auto n = prune(db, opt.retain, 500, 5000);
+          bump(&worker_stats::pruned, n);
+          if (n < 5000 || bg_stopping()) break;
+        }
+      } catch (const std::exception&) {
+        // Next period.
+      }
+    }
+    if (leader) {
+      try {
+        lease::release(db, *leader);
+      } catch (const std::exception&) {
+      }
+    }
+  }
+
+  bool bg_stopping() {
+    std::lock_guard g(bg_m);
+    return bg_stop;
   }
 };
 
 worker::worker(database db, worker_options options) {
-  if (options.owner.empty()) options.owner = "worker-" + detail::random_token();
+  if (options.owner.empty()) options.owner = "worker-" + casecore::detail::random_token();
   if (options.owner.size() > 200) raise(errc::invalid_argument, "worker owner longer than 200 characters");
   if (options.threads < 1 || options.threads > 256) raise(errc::invalid_argument, "worker threads must be 1..256");
   if (options.batch == 0 || options.batch > 1000) raise(errc::invalid_argument, "worker batch must be 1..1000");
   if (options.lease.count() <= 0) raise(errc::invalid_argument, "worker lease must be positive");
+  if (options.heartbeat.count() < 0) raise(errc::invalid_argument, "worker heartbeat must not be negative");
+  if (options.heartbeat >= options.lease) raise(errc::invalid_argument, "worker heartbeat must be shorter than the lease");
   if (options.poll.count() <= 0) raise(errc::invalid_argument, "worker poll interval must be positive");
   if (options.max_running < 0 || options.max_per_key < 0) raise(errc::invalid_argument, "worker limits must not be negative");
+  if (options.maintenance.count() < 0) raise(errc::invalid_argument, "worker maintenance period must not be negative");
+  if (options.retain.max_age.count() < 0 || options.retain.max_finished < 0)
+    raise(errc::invalid_argument, "worker retention must not be negative");
   state_ = std::make_shared<state>(std::move(db), std::move(options));
 }
 
@@ -277,8 +488,22 @@ void worker::start() {
   auto& s = *state_;
   if (s.running.exchange(true)) return;
   s.stopping = false;
-  for (int i = 0; i < s.opt.threads; ++i) s.threads.emplace_back([&s] { s.thread_main(); });
+  {
+    std::lock_guard g(s.bg_m);
+    s.bg_stop = false;
+  }
+  {
+    std::lock_guard g(s.slots_m);
+    s.slot_job.assign(static_cast<std::size_t>(s.opt.threads), 0);
+  }
+  {
+    // mark_lost indexes `threads` under slots_m: build it completely before anyone can.
+    std::lock_guard g(s.slots_m);
+    s.threads.reserve(static_cast<std::size_t>(s.opt.threads));
+    for (int i = 0; i < s.opt.threads; ++i) s.threads.emplace_back([&s, i] { s.thread_main(i); });
+  }
   s.heartbeat_thread = boost::thread([&s] { s.heartbeat_main(); });
+  s.maintenance_thread = boost::thread([&s] { s.maintenance_main(); });
 }
 
 void worker::stop() {
@@ -287,13 +512,23 @@ void worker::stop() {
   s.stopping = true;
   s.wake();
   {
-    std::lock_guard g(s.wake_m); // the heartbeat thread sleeps on the same condition variable
+    std::lock_guard g(s.wake_m);
     ++s.wake_seq;
   }
   s.wake_cv.notify_all();
   for (auto& t : s.threads) t.join();
-  s.threads.clear();
+  {
+    std::lock_guard g(s.bg_m);
+    s.bg_stop = true;
+  }
+  s.bg_cv.notify_all();
   s.heartbeat_thread.join();
+  s.maintenance_thread.join();
+  {
+    std::lock_guard g(s.slots_m);
+    s.slot_job.clear();
+  }
+  s.threads.clear();
   s.running = false;
 }
 
@@ -305,7 +540,7 @@ void notify_after_commit(transaction& tx, std::shared_ptr<task_transport> transp
   tx.after_commit([t = std::move(transport), topic = std::move(topic)] { t->notify(topic); });
 }
 
-std::size_t worker::run_once() { return state_->run_batch(); }
+std::size_t worker::run_once() { return state_->run_batch(-1); }
 
 worker_stats worker::stats() const {
   std::lock_guard g(state_->stats_m);

@@ -1,5 +1,7 @@
 // The job queue: dedup (single, bulk, threads, processes), claims, fencing by epoch, stages,
 // retries, cancellation, priorities, run-at, limits, reclaim, prune, inspection. Both backends.
+#include "jobs_env.hpp"
+
 #include <casecore/job_queue.hpp>
 #include <casecore/migration.hpp>
 #include <casecore/open.hpp>
@@ -52,7 +54,7 @@ void complete_all(database& db, const jobs::job& j) {
 
 } // namespace
 
-TEST_CASE("enqueueing an active (operation, subject) again returns the existing job") {
+TEST_CASE("enqueueing a waiting (operation, subject) again returns the waiting job") {
   scratch_database s;
   auto db = migrated(s);
   auto a = jobs::enqueue(db, spec("full", "file:1", {"count", "index", "rules", "iocs"}));
@@ -60,16 +62,55 @@ TEST_CASE("enqueueing an active (operation, subject) again returns the existing 
   auto b = jobs::enqueue(db, spec("full", "file:1"));
   CHECK_FALSE(b.created);
   CHECK(b.id == a.id);
+  CHECK(jobs::get(db, a.id)->stages.size() == 4); // the waiting job keeps its stages
   CHECK(jobs::enqueue(db, spec("reindex", "file:1")).created); // another operation is another job
-  // Running still counts as active; once it finished a new one may be enqueued.
+  // Once it runs, a new request waits next to it; once it finished, a new one is created again.
   auto claimed = jobs::claim(db, claimer("w", 10));
   REQUIRE(claimed.size() == 2);
-  CHECK(jobs::enqueue(db, spec("full", "file:1")).id == a.id);
+  const auto next = jobs::enqueue(db, spec("full", "file:1"));
+  CHECK(next.created);
+  CHECK(next.id != a.id);
   for (const auto& j : claimed) complete_all(db, j);
+  CHECK(jobs::enqueue(db, spec("full", "file:1")).id == next.id); // still waiting
+  CHECK(jobs::get(db, a.id)->state == jobs::job_state::succeeded);
+  const auto again = jobs::claim(db, claimer("w", 10));
+  REQUIRE(again.size() == 1);
+  complete_all(db, again[0]);
   auto c = jobs::enqueue(db, spec("full", "file:1"));
   CHECK(c.created);
-  CHECK(c.id != a.id);
-  CHECK(jobs::get(db, a.id)->state == jobs::job_state::succeeded);
+  CHECK(c.id != next.id);
+}
+
+TEST_CASE("re-enqueueing while a job runs queues one job next to it; the newest payload runs after the current run") {
+  // Issue 10, defect 7: dedup covered queued *and running* jobs, so a request made while the job ran
+  // returned created=false and its newer payload never ran (a lost update).
+  scratch_database s;
+  auto db = migrated(s);
+  auto first = spec("full", "file:1", {"count", "index"});
+  first.payload = "v1";
+  const auto a = jobs::enqueue(db, first);
+  CHECK(a.created);
+  const auto running = jobs::claim(db, claimer("w", 10)).at(0);
+  CHECK(running.payload == "v1");
+  auto second = first;
+  second.payload = "v2";
+  const auto b = jobs::enqueue(db, second);
+  CHECK(b.created);
+  CHECK(b.id != a.id);
+  auto third = first;
+  third.payload = "v3";
+  const auto c = jobs::enqueue(db, third); // one job waits per (operation, subject): it takes the newest payload
+  CHECK_FALSE(c.created);
+  CHECK(c.id == b.id);
+  CHECK(jobs::get(db, b.id)->payload == "v3");
+  CHECK(jobs::get(db, b.id)->state == jobs::job_state::queued);
+  CHECK(jobs::claim(db, claimer("w2", 10)).empty()); // never two runs of one (operation, subject) at once
+  complete_all(db, running);
+  const auto next = jobs::claim(db, claimer("w2", 10));
+  REQUIRE(next.size() == 1);
+  CHECK(next[0].id == b.id);
+  CHECK(next[0].payload == "v3");
+  CHECK(next[0].current_stage == 0);
 }
 
 TEST_CASE("bulk enqueue collapses duplicates within the batch and against existing jobs, in the caller's transaction") {
@@ -344,7 +385,7 @@ TEST_CASE("concurrency limits hold under many concurrent claimers (checked from 
   db.write([&](transaction& tx) { jobs::enqueue_bulk(tx, specs); });
   std::atomic<int> done{0};
   casecore::testing::race(8, [&](std::size_t t) {
-    auto o = claimer("w" + std::to_string(t), 3);
+    auto o = claimer("w" + std::to_string(t), casecore::testing::job_batch(3));
     o.max_running = 4;
     o.max_per_key = 1;
     const auto deadline = std::chrono::steady_clock::now() + 60s;

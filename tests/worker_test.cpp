@@ -1,6 +1,8 @@
 // The worker runtime: stage handlers over pipelines, retries that resume at the failed stage,
 // cancellation, graceful shutdown, fencing of a paused handler, and several worker processes with
 // one killed by SIGKILL mid-stage. Invariants are checked from the database. Both backends.
+#include "jobs_env.hpp"
+
 #include <casecore/migration.hpp>
 #include <casecore/open.hpp>
 #include <casecore/testing/fixture.hpp>
@@ -60,7 +62,17 @@ bool wait_until(const std::function<bool()>& done, std::chrono::seconds limit = 
   return true;
 }
 
-std::int64_t active(database& db) { return scalar(db, "SELECT count(*) FROM casecore_jobs WHERE state IN ('queued', 'running')"); }
+// Batch and lease from the configuration matrix (CASECORE_TEST_JOB_BATCH, CASECORE_TEST_LEASE_MS).
+jobs::worker_options matrix_options(std::chrono::milliseconds lease = 30s) {
+  jobs::worker_options o;
+  o.batch = casecore::testing::job_batch(1);
+  o.lease = casecore::testing::job_lease(lease);
+  return o;
+}
+
+std::int64_t active(database& db) {
+  return scalar(db, "SELECT count(*) FROM casecore_jobs WHERE state IN ('queued', 'scheduled', 'running')");
+}
 
 } // namespace
 
@@ -74,7 +86,7 @@ TEST_CASE("a worker runs each operation's stages in order through the registered
     jobs::enqueue(tx, casescope.make("ioc-only", "file:3"));
     jobs::enqueue(tx, casescope.make("reindex", "file:4"));
   });
-  jobs::worker_options o;
+  auto o = matrix_options();
   o.threads = 3;
   o.poll = 20ms;
   jobs::worker w(db, o);
@@ -100,7 +112,7 @@ TEST_CASE("a failing stage is retried from that stage; a handler without complet
   auto db = migrated("", &s);
   make_tables(db);
   auto id = jobs::enqueue(db, casescope.make("full", "file:1")).id;
-  jobs::worker_options o;
+  auto o = matrix_options();
   o.threads = 1;
   o.retry = {1ms, 1ms};
   jobs::worker w(db, o);
@@ -134,7 +146,7 @@ TEST_CASE("cancelling a running job stops it at the next stage boundary") {
   auto db = migrated("", &s);
   make_tables(db);
   auto id = jobs::enqueue(db, casescope.make("full", "file:1")).id;
-  jobs::worker w(db, {});
+  jobs::worker w(db, matrix_options());
   w.on_stage("count", [&](jobs::job_context& c) {
     jobs::cancel(c.db(), c.current().id); // someone cancels while this stage runs
     record_stage(c, "w");
@@ -151,7 +163,7 @@ TEST_CASE("graceful stop finishes the running stage and hands the job back") {
   auto db = migrated("", &s);
   make_tables(db);
   auto id = jobs::enqueue(db, casescope.make("full", "file:1")).id;
-  jobs::worker_options o;
+  auto o = matrix_options();
   o.threads = 1;
   o.poll = 10ms;
   jobs::worker w(db, o);
@@ -177,7 +189,7 @@ TEST_CASE("a paused handler whose claim was reclaimed cannot complete its stage"
   auto db = migrated("", &s);
   make_tables(db);
   auto id = jobs::enqueue(db, casescope.make("reindex", "case:1")).id;
-  jobs::worker_options o;
+  jobs::worker_options o; // batch / lease chosen by the test: run_once, no heartbeats
   o.lease = 30ms; // no heartbeat thread runs: run_once is used
   jobs::worker paused(db, o);
   std::atomic<bool> started{false}, resume{false};
@@ -206,7 +218,7 @@ TEST_CASE("wake-up hooks are used and notify() wakes the worker") {
   auto db = migrated("", &s);
   make_tables(db);
   std::atomic<int> waits{0}, notifies{0};
-  jobs::worker_options o;
+  auto o = matrix_options();
   o.threads = 1;
   o.poll = 5ms;
   o.wait_for_work = [&](std::chrono::milliseconds t) {
@@ -249,7 +261,7 @@ TEST_CASE("a worker on the task_transport port is woken by a committed enqueue, 
   auto db = migrated("", &s);
   make_tables(db);
   auto transport = std::make_shared<counting_transport>();
-  jobs::worker_options o;
+  auto o = matrix_options();
   o.threads = 2;
   o.poll = std::chrono::hours(1); // only a wake-up through the port can start the job in time
   o.transport = transport;
@@ -278,10 +290,9 @@ CASECORE_CHILD(worker_process) {
   auto db = casecore::open(args.at(0));
   const bool victim = args.at(1) == "victim";
   const std::string me = "p" + args.back() + (victim ? "-victim" : "");
-  jobs::worker_options o;
+  auto o = matrix_options(600ms);
   o.owner = me;
   o.threads = 2;
-  o.lease = 600ms;
   o.poll = 20ms;
   o.max_per_key = 1;
   jobs::worker w(db, o);

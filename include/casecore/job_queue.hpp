@@ -1,22 +1,70 @@
-// casecore/job_queue.hpp — a durable queue of multi-stage jobs with dedup, leases and limits.
+// casecore/job_queue.hpp — a durable queue of multi-stage jobs with dedup, fenced claims and limits.
 //
 // A job is (operation, subject, payload) plus the list of stages it runs in order ("count", "index",
-// "rules", "iocs"). enqueue() writes it in the caller's transaction; at most one *active* (queued or
-// running) job exists per (operation, subject), enforced by a partial unique index: enqueueing again
-// returns the existing job. claim() hands ready jobs to a worker under a lease with an epoch
-// (FOR UPDATE SKIP LOCKED on PostgreSQL, the single writer on SQLite); every later write of that
-// worker (heartbeat, stage completion, failure, release) names the epoch and is refused with
-// lease_lost once the job was reclaimed by someone else, so a stale worker can never complete,
-// fail or advance a job it lost. A failed stage is retried with exponential backoff and jitter
-// from the stage that failed, until max_attempts, then the job is *failed* with its error kept.
-// Concurrency limits (a global maximum of running jobs, a maximum per concurrency key) are exact:
-// PostgreSQL claims with limits serialise on a transaction-level advisory lock and count running
-// rows in the database; SQLite has one writer.
-// Failure modes: invalid_argument for bad input (nothing written); lease_lost for a stale epoch;
-// not_found for an unknown job id. Every function is thread-safe.
+// "rules", "iocs"). enqueue() writes it in the caller's transaction.
+//
+// Job keys (one waiting job next to one running job per (operation, subject), like graphile-worker's
+// job keys). Two partial unique indexes hold the rule: at most one *waiting* job (queued, or
+// scheduled for later) and at most one *running* job per (operation, subject).
+//   - enqueue with no job of that key waiting inserts one: created = true. This also happens while
+//     a job of that key runs: the new request runs after the current run, with its own payload, so
+//     a change made during a run is never lost (the running job may have read the old state).
+//   - enqueue while a job of that key waits returns that job (created = false) and REPLACES its
+//     payload with the new one (graphile-worker's "replace" mode): the newest request's data is what
+//     runs. Stages, priority, schedule and attempt budget stay as first enqueued. The update locks the
+//     waiting row until the enqueueing transaction commits, so the job cannot start before the
+//     business write that asked for it is visible.
+//   - within one enqueue_bulk call the last spec of a key is the one enqueued (same rule).
+//   - a waiting job is not claimed while its key runs: two runs of one (operation, subject) never
+//     overlap. When a running job has to go back to waiting (retry after a failure, reclaim,
+//     release) while a newer job of its key waits, it is superseded instead: it ends `cancelled`
+//     with last_error "superseded by job N", and job N runs every stage with the newest payload.
+//
+// Claims and fencing. claim() hands due jobs to a worker under a lease (FOR UPDATE SKIP LOCKED on
+// PostgreSQL, the single writer on SQLite). Every claim gets a fencing token that increases across
+// the whole database (a sequence on PostgreSQL, a counter row on SQLite, drawn in the claim's
+// transaction): job::lease_epoch / claim_ref::epoch. A later claim of any job has a higher token, so
+// a "full" and a "reindex" job on one file are comparable and ports can refuse an older holder's
+// writes (job::fence(), casecore/ports/fence.hpp). Every later write of the claimant names the token
+// (heartbeat, check, stage completion, failure, release, acknowledge_cancel) and is refused —
+// lease_lost, or held = false in a batch — once the claim was reclaimed OR its lease expired on the
+// database clock, even when nobody reclaimed it yet: an expired claim is dead, a heartbeat never
+// revives it.
+//
+// Short transactions (issue 17). No casecore job transaction waits on a row lock held by someone
+// else's long transaction, and none stays open longer than one bounded piece of work:
+//   - heartbeat() extends all given claims in ONE set-based statement that skips rows locked right
+//     now (FOR NO KEY UPDATE SKIP LOCKED: a completing batch, a guarded check()), then commits.
+//   - reclaim_expired() runs in its own transactions of at most 100 rows, skipping locked rows,
+//     with a lock timeout; the worker runs it on its maintenance thread, never on the heartbeat path.
+//   - completions lock their rows in id order, at the end of their transaction.
+//   - claims read only due jobs: a job due later is `scheduled` (shown as queued with its run_at);
+//     each claim first promotes at most `batch` due scheduled jobs through an index on run_at compared
+//     with a STABLE database-clock expression, then takes the head of the ready index. The cost of a
+//     claim does not depend on how many jobs wait for the future.
+// Bound: a job transaction holds its row locks for at most one statement batch (≤ 1000 rows) plus
+// the host code it wraps (job_context::complete / write); nothing waits for a lock held by a
+// handler. On SQLite there is one writer: a write transaction that stays open (host code inside
+// complete()) delays every other writer, heartbeats included, so keep them short there.
+//
+// Retries: a failed stage is retried with exponential backoff and jitter from the stage that failed,
+// until max_attempts, then the job is *failed* with its error kept. Limits (a global maximum of
+// running jobs, a maximum per concurrency key) are exact: PostgreSQL claims with limits serialise on
+// a transaction-level advisory lock and count running rows; SQLite has one writer.
+// Storage: prune(retention) deletes finished jobs (their stage rows cascade) in small batches; the
+// worker's elected maintenance leader runs it. The migration sets fillfactor 70 on casecore_jobs so
+// heartbeats are HOT updates (no indexed column changes) and per-table autovacuum settings.
+// Failure modes: invalid_argument for bad input (nothing written); lease_lost for a stale or
+// expired claim; not_found for an unknown job id. Every function is thread-safe.
+//
+//   auto e = jobs::enqueue(tx, pipeline.make("full", "file:17"));   // in the business transaction
+//   for (auto& j : jobs::claim(db, {.owner = "w1", .batch = 10})) {
+//     db.write([&](transaction& tx) { write_results(tx); jobs::complete_stage(tx, {j.id, j.lease_epoch}, 0, 0); });
+//   }
 #pragma once
 
 #include <casecore/database.hpp>
+#include <casecore/ports/fence.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -29,7 +77,7 @@
 
 namespace casecore::jobs {
 
-/// Lifecycle of a job.
+/// Lifecycle of a job (a job due later is queued; the database keeps it as 'scheduled').
 enum class job_state { queued, running, succeeded, failed, cancelled };
 
 /// "queued", "running", ...
@@ -52,7 +100,9 @@ struct job_spec {
 /// Result of an enqueue.
 struct enqueued {
   std::int64_t id = 0;  ///< the job's id
-  bool created = false; ///< false when an active job for (operation, subject) already existed
+  /// true: a new job was inserted (also while another job of the key runs); false: a job of the key
+  /// was already waiting and was returned, its payload replaced by this request's.
+  bool created = false;
 };
 
 /// A job as stored.
@@ -71,18 +121,22 @@ struct job {
   std::string concurrency_key;        ///< limit group
   bool cancel_requested = false;      ///< cancel() asked a running job to stop
   std::string lease_owner;            ///< worker holding it (running only)
-  std::int64_t lease_epoch = 0;       ///< epoch of the current / last claim
-  micros lease_expires_at = 0;        ///< claim expiry
+  /// Fencing token of the current / last claim: increases across the whole database with every claim.
+  std::int64_t lease_epoch = 0;
+  micros lease_expires_at = 0;        ///< claim expiry (database clock)
   micros heartbeat_at = 0;            ///< last claim / heartbeat (database clock)
   std::string last_error;             ///< error of the last failed attempt
   micros created_at = 0;              ///< enqueue time
   micros finished_at = 0;             ///< end time (0 while active)
+
+  /// The fence a port write made for this claim presents: {subject, lease_epoch}.
+  casecore::fence fence() const { return {subject, lease_epoch}; }
 };
 
-/// Proof of a claim: the job id and the epoch every fenced write must present.
+/// Proof of a claim: the job id and the fencing token every fenced write must present.
 struct claim_ref {
   std::int64_t id = 0;    ///< job id
-  std::int64_t epoch = 0; ///< lease epoch of this claim
+  std::int64_t epoch = 0; ///< fencing token of this claim (job::lease_epoch)
 };
 
 /// How to claim.
@@ -107,24 +161,28 @@ struct pipeline {
   job_spec make(std::string_view operation, std::string_view subject, std::string_view payload = {}) const;
 };
 
-/// Put a job on the queue inside the caller's transaction (returns the active one on duplicates).
+/// Put a job on the queue inside the caller's transaction (job-key rules in the header comment).
 enqueued enqueue(transaction& tx, const job_spec& spec);
 /// Enqueue many in the caller's transaction; result i belongs to specs[i] (duplicates collapse).
 std::vector<enqueued> enqueue_bulk(transaction& tx, std::span<const job_spec> specs);
 /// Enqueue in its own transaction.
 enqueued enqueue(database& db, const job_spec& spec);
 
-/// Claim up to options.batch ready jobs (priority desc, run_at, id) within the limits.
+/// Claim up to options.batch due jobs (priority desc, run_at, id) within the limits.
 std::vector<job> claim(database& db, const claim_options& options);
 
-/// Fence: lease_lost unless `ref` is still the running claim (use inside a guarded write).
+/// Fence: lease_lost unless `ref` is still the running, unexpired claim. Locks the job row until the
+/// transaction ends (heartbeats and reclaims skip it meanwhile), so call it as the LAST statement
+/// of the guarded write: the lock then lasts only until the commit.
 void check(transaction& tx, const claim_ref& ref);
-/// Extend the claims to now + lease in one transaction; returns, per ref, whether cancel was
-/// requested; refs that were lost are reported in `lost` instead (no exception).
+/// Extend the claims to now + lease in one short transaction; returns, per extended ref, whether
+/// cancel was requested. Refs that were reclaimed or whose lease already expired are reported in
+/// `lost` (no exception). Refs whose row is locked right now (being completed) are skipped: neither
+/// extended nor lost.
 std::map<std::int64_t, bool> heartbeat(database& db, std::span<const claim_ref> refs, std::chrono::milliseconds lease,
                                        std::vector<std::int64_t>* lost = nullptr);
-/// Mark stage `stage` done in the caller's transaction (fenced); returns true when it was the last
-/// one and the job succeeded. `started_at` (database clock) is recorded as the stage's start.
+/// Mark stage `stage` done in the caller's transaction (fenced, expiry included); returns true when
+/// it was the last one and the job succeeded. `started_at` (database clock) is recorded.
 bool complete_stage(transaction& tx, const claim_ref& ref, int stage, micros started_at);
 /// One stage completion of a batch.
 struct stage_done {
@@ -134,31 +192,43 @@ struct stage_done {
 };
 /// What happened to one completion of a batch.
 struct stage_outcome {
-  bool held = false;             ///< false: the claim was lost (or not at that stage); nothing written
+  bool held = false;             ///< false: the claim was lost or expired (or not at that stage); nothing written
   bool finished = false;         ///< the job succeeded (that was its last stage)
   bool cancel_requested = false; ///< cancel() was asked for meanwhile
 };
-/// Complete many stages in the caller's transaction with two statements per 50 (no exception for
-/// lost claims: see stage_outcome::held).
+/// Complete many stages in the caller's transaction (PostgreSQL: one statement that locks the rows
+/// in id order; SQLite: two statements per 50). No exception for lost claims: see stage_outcome::held.
 std::vector<stage_outcome> complete_stages(transaction& tx, std::span<const stage_done> done);
-/// Record a failed attempt at `stage`: requeue with backoff or, when attempts are spent, fail.
-/// Returns the new state; lease_lost when the claim is stale.
+/// Record a failed attempt at `stage`: requeue with backoff, fail when attempts are spent, or end it
+/// superseded when a newer job of its key waits. Returns the new state; lease_lost when stale/expired.
 job_state fail(database& db, const claim_ref& ref, int stage, std::string_view error, const backoff& delays = {});
 /// Hand a claimed job back without counting the attempt (graceful shutdown); false when lost.
 bool release(database& db, const claim_ref& ref);
 /// Finish a running job whose cancellation was requested (fenced); false when lost.
 bool acknowledge_cancel(database& db, const claim_ref& ref);
 
-/// Cancel: a queued job ends at once, a running one is asked to stop at its next stage boundary or
+/// Cancel: a waiting job ends at once, a running one is asked to stop at its next stage boundary or
 /// heartbeat. False when the job is not active.
 bool cancel(database& db, std::int64_t id);
 /// Operator retry: put a failed or cancelled job back on the queue, due now, resuming at the stage
 /// where it stopped, with a fresh attempt budget (last_error is kept). not_found for an unknown id,
-/// invalid_transition when the job is not failed / cancelled, already_exists when another active
-/// job for the same (operation, subject) exists. Returns the requeued job.
+/// invalid_transition when the job is not failed / cancelled, already_exists when another job for
+/// the same (operation, subject) is waiting. Returns the requeued job.
 job retry(database& db, std::int64_t id);
-/// Requeue running jobs whose lease expired (or fail them when out of attempts); returns how many.
+/// Requeue running jobs whose lease expired (fail them when out of attempts, supersede them when a
+/// newer job of their key waits), in transactions of at most 100 rows that skip locked rows and
+/// never wait long for a lock; returns how many.
 std::size_t reclaim_expired(database& db);
+
+/// How much finished-job history to keep (stage rows go with their job).
+struct retention {
+  std::chrono::milliseconds max_age{0}; ///< delete jobs that finished longer ago than this (0 = no age limit)
+  std::int64_t max_finished = 0;        ///< keep at most this many finished jobs, newest first (0 = no count limit)
+};
+/// Delete finished jobs beyond `keep`, `batch` rows per transaction (1..10000), stopping after
+/// about `max_rows` (0 = no limit; call again to go on); returns how many. Jobs finishing while it
+/// runs are newer than every row it deletes.
+std::size_t prune(database& db, const retention& keep, std::size_t batch = 1000, std::size_t max_rows = 0);
 /// Delete finished jobs that ended before now - older_than; returns how many.
 std::size_t prune(database& db, std::chrono::milliseconds older_than);
 
@@ -182,9 +252,10 @@ std::vector<stage_record> stages(database& db, std::int64_t id);
 
 /// Queue figures for dashboards.
 struct queue_stats {
-  std::map<std::string, std::int64_t> by_state;        ///< count per state
+  std::map<std::string, std::int64_t> by_state;        ///< count per state (scheduled jobs count as queued)
   std::map<std::string, std::int64_t> active_by_stage; ///< queued + running jobs per current stage name
   std::int64_t ready = 0;                              ///< queued and due now
+  std::int64_t scheduled = 0;                          ///< queued but not due yet
   micros oldest_ready_age = 0;                         ///< age of the oldest due job (0 when none)
   std::vector<std::int64_t> stuck;                     ///< running jobs whose lease has expired
 };

@@ -2,18 +2,41 @@
 //
 // A worker claims jobs in batches (see job_queue.hpp), runs each job's remaining stages in order
 // with the handler registered for (operation, stage) or for the stage alone, and records each
-// stage's completion fenced by the claim's epoch. A background thread heartbeats every held claim
-// (extending its lease), notices cancellation and lost claims, and requeues other workers' expired
-// claims. A handler that wants its own writes to happen exactly once per stage does them through
-// job_context::complete(): they commit in the same transaction as the stage completion, guarded by
-// the epoch, so a worker that died or was fenced off mid-stage leaves nothing behind and the stage
-// is run again by the next claimant. Writes outside complete() are at-least-once.
-// Shutdown: stop() lets each thread finish the stage it is running, then hands every job it still
-// holds back to the queue (release, the attempt is not counted) and joins the threads.
+// stage's completion fenced by the claim's token.
+// Holding claims: every job of a batch is held — heartbeated — from the moment claim() returns,
+// not only the one running, so jobs waiting behind a long stage keep their claims. Before every
+// stage the worker makes sure the claim is still held (locally: the last confirmed extension plus
+// the lease, measured on a monotonic clock from before the statement; when that is close, it asks
+// the database) and never starts a handler whose claim is gone.
+// Threads: `threads` handler threads; one heartbeat thread that extends all held claims every
+// `heartbeat` in one short set-based transaction (rows being completed are skipped, never waited
+// for); one maintenance thread that requeues other workers' expired claims (reclaim_expired, its
+// own short transactions, never on the heartbeat path) and, on the worker elected through the lease
+// "casecore.jobs.maintenance", prunes finished jobs by `retain` in small batches every
+// `maintenance` (one pruner per database, not one per worker).
+// Exactly once: a handler that wants its own writes to happen exactly once per stage does them
+// through job_context::complete(): they commit in the same transaction as the stage completion,
+// fenced by the claim's token and expiry on the database clock, so a worker that died, was paused
+// past its lease (SIGSTOP, GC) or was fenced off mid-stage leaves nothing behind and the stage is
+// run again by the next claimant. complete() locks the job row only in its last statement, so a
+// slow transaction never holds up anyone's heartbeat. Writes outside complete() are at-least-once;
+// writes to ports present job_context::fence() so a port can refuse an older claimant.
+// Noticing loss: when a heartbeat finds a claim lost (reclaimed, or expired on the database clock)
+// the worker sets job_context::lost(), requests job_context::stop_token(), and interrupts the
+// handler's Boost thread: boost::this_thread::interruption_point() (and Boost sleeps/waits) inside
+// the handler then throw boost::thread_interrupted, which the worker catches (the job is dropped,
+// its new owner carries on). run_once() runs on the caller's thread: no interruption there, and no
+// background heartbeat unless the worker was start()ed — only the check before each stage.
+// Shutdown: stop() lets each thread finish the stage it is running, hands every job it still holds
+// back to the queue (release, the attempt is not counted; unstarted jobs of a batch too), keeps
+// heartbeating until then, and joins the threads.
 // Wake-ups: a worker sleeps between empty claims through the wait_for_work hook (default: an
-// in-process condition variable with a poll interval); notify() wakes it early.
+// in-process condition variable with a poll interval); notify() wakes it early. Idle cost: each
+// thread makes one empty claim per `poll` (two index probes that read a handful of buffers whatever
+// the number of future jobs); the default 500 ms gives 2 claims/s per thread and an average
+// enqueue-to-start latency of ~poll/2 without notify (docs/PERFORMANCE.md, "Long runs", has figures).
 // Failure modes: a handler's exception fails the attempt (retry with backoff, then failed); a lost
-// claim (lease_lost) drops the job silently, its new owner carries on. Thread-safe.
+// claim drops the job silently. Thread-safe.
 #pragma once
 
 #include <casecore/job_queue.hpp>
@@ -23,7 +46,12 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <stop_token>
 #include <string>
+
+namespace casecore::detail {
+struct claim_signal; ///< what the worker tells a handler about its claim (lost, cancel requested)
+} // namespace casecore::detail
 
 namespace casecore::jobs {
 
@@ -31,22 +59,27 @@ namespace casecore::jobs {
 class job_context {
 public:
   /// Built by the worker.
-  job_context(database& db, const job& j, int stage, micros started_at, std::shared_ptr<std::atomic<int>> flags);
+  job_context(database& db, const job& j, int stage, micros started_at, std::shared_ptr<casecore::detail::claim_signal> signal);
   /// The job as claimed.
   const job& current() const noexcept { return job_; }
   /// The stage being run.
   const std::string& stage() const noexcept { return job_.stages[static_cast<std::size_t>(stage_)]; }
   /// Its index in the job's stage list.
   int stage_index() const noexcept { return stage_; }
-  /// The claim (id + epoch) to fence writes with.
+  /// The claim (id + fencing token) to fence writes with.
   claim_ref ref() const noexcept { return {job_.id, job_.lease_epoch}; }
+  /// The fence to present to ports (search index, blob store): {subject, token}.
+  casecore::fence fence() const { return job_.fence(); }
   /// True once cancel() was requested for this job (seen at heartbeat); stop early if you can.
   bool cancel_requested() const noexcept;
-  /// True once a heartbeat found the claim lost; further fenced writes will fail.
+  /// True once the worker found the claim lost (reclaimed or expired); fenced writes will be refused.
   bool lost() const noexcept;
-  /// Run `f` in a write transaction fenced by the claim (lease_lost when it is stale).
+  /// Requested when the claim is lost: poll stop_requested() or register a std::stop_callback.
+  std::stop_token stop_token() const noexcept;
+  /// Run `f`, then check the claim, in one write transaction (lease_lost when it is stale or expired).
   void write(const std::function<void(transaction&)>& f);
-  /// Run `f` and mark this stage done in one fenced transaction: exactly-once stage effects.
+  /// Run `f` and mark this stage done in one fenced transaction: exactly-once stage effects. The job
+  /// row is locked only by the completing statement at the end, never while `f` runs.
   void complete(const std::function<void(transaction&)>& f);
   /// True after complete() committed.
   bool completed() const noexcept { return completed_; }
@@ -58,7 +91,7 @@ private:
   const job& job_;
   int stage_;
   micros started_at_;
-  std::shared_ptr<std::atomic<int>> flags_;
+  std::shared_ptr<casecore::detail::claim_signal> signal_;
   bool completed_ = false;
   bool cancel_seen_ = false;
   friend class worker;
@@ -74,10 +107,14 @@ struct worker_options {
   std::size_t batch = 1;                              ///< jobs claimed per claim per thread
   std::chrono::milliseconds lease{30000};             ///< claim lease
   std::chrono::milliseconds heartbeat{0};             ///< heartbeat period (0 = lease / 3)
-  std::chrono::milliseconds poll{500};                ///< longest sleep between empty claims
+  std::chrono::milliseconds poll{500};                ///< longest sleep between empty claims (idle cost: see above)
   int max_running = 0;                                ///< global running limit (0 = none; same on every worker)
   int max_per_key = 0;                                ///< per concurrency key limit (0 = none)
   backoff retry;                                      ///< retry delays of failed attempts
+  /// Finished-job history kept by the maintenance leader (default: 7 days; {0, 0} keeps everything).
+  retention retain{std::chrono::hours(24 * 7), 0};
+  /// How often the maintenance leader prunes by `retain` (0 = this worker never prunes).
+  std::chrono::milliseconds maintenance{60000};
   /// Sleep until work may be ready or `timeout` passed (default: in-process condition variable).
   std::function<void(std::chrono::milliseconds)> wait_for_work;
   /// Wake sleepers (default: the in-process condition variable); called by notify() and stop().
@@ -102,6 +139,8 @@ struct worker_stats {
   std::uint64_t lost = 0;       ///< claims lost to another worker
   std::uint64_t released = 0;   ///< jobs handed back at shutdown
   std::uint64_t cancelled = 0;  ///< jobs ended by cancellation
+  std::uint64_t reclaimed = 0;  ///< expired claims (of any worker) requeued by this worker's maintenance thread
+  std::uint64_t pruned = 0;     ///< finished jobs deleted while this worker was the maintenance leader
 };
 
 /// A pool of threads running registered stage handlers.

@@ -41,7 +41,7 @@ write_options finishing() {
 
 std::int64_t active_jobs(database& db, const std::string& run) {
   return db.read([&](transaction& tx) {
-    return tx.query_one<std::int64_t>("SELECT count(*) FROM casecore_jobs WHERE operation = $1 AND state IN ('queued', 'running')",
+    return tx.query_one<std::int64_t>("SELECT count(*) FROM casecore_jobs WHERE operation = $1 AND state IN ('queued', 'scheduled', 'running')",
                                       job_operation(run));
   });
 }
@@ -301,9 +301,14 @@ void check_fencing(database& db, const std::string& run, report& out) {
 
 void check_jobs(database& db, const std::string& run, const std::multimap<std::string, op_row>& ops, report& out) {
   std::map<std::int64_t, std::string> state;
+  std::map<std::int64_t, std::int64_t> superseded_by; // a run that had to go back to waiting while a newer job of its key waited
   db.read([&](transaction& tx) {
-    for (auto r : tx.exec("SELECT id, state FROM casecore_jobs WHERE operation = $1", job_operation(run)))
+    for (auto r : tx.exec("SELECT id, state, last_error FROM casecore_jobs WHERE operation = $1", job_operation(run))) {
       state[r.get<std::int64_t>(0)] = r.get<std::string>(1);
+      const auto err = r.get<std::string>(2);
+      if (const auto at = err.find("superseded by job "); at != std::string::npos)
+        superseded_by[r.get<std::int64_t>(0)] = std::stoll(err.substr(at + 18));
+    }
   });
   std::map<std::string, int> done;
   std::set<std::int64_t> enqueued;
@@ -313,7 +318,10 @@ void check_jobs(database& db, const std::string& run, const std::multimap<std::s
   }
   std::int64_t not_succeeded = 0, missing = 0, twice = 0, lost = 0;
   for (const auto& [id, st] : state) {
-    if (st != "succeeded") {
+    const auto sup = superseded_by.find(id);
+    const bool replaced = st == "cancelled" && sup != superseded_by.end() && state.count(sup->second) &&
+                          state.at(sup->second) == "succeeded";
+    if (st != "succeeded" && !replaced) {
       ++not_succeeded;
       violation(out, "jobs_not_succeeded", "job " + std::to_string(id) + " is " + st, 0);
     }
