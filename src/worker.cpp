@@ -185,7 +185,14 @@ struct worker::state {
     wake_cv.wait_for(g, timeout, [&] { return wake_seq != seen || stopping.load(); });
   }
   void wake() {
-    if (opt.transport) opt.transport->notify(opt.topic);
+    // Best effort: a transport that cannot reach its server (a PostgreSQL outage) must not make
+    // stop() or notify() throw; the waiting threads then wake by themselves within `poll`.
+    if (opt.transport) {
+      try {
+        opt.transport->notify(opt.topic);
+      } catch (const std::exception&) {
+      }
+    }
     if (opt.notify) return opt.notify();
     {
       std::lock_guard g(wake_m);
@@ -537,7 +544,10 @@ void worker::notify() { state_->wake(); }
 void notify_after_commit(transaction& tx, std::shared_ptr<task_transport> transport, std::string topic) {
   if (!transport) raise(errc::invalid_argument, "notify_after_commit needs a transport");
   if (!task_transport::valid_topic(topic)) raise(errc::invalid_argument, "invalid transport topic");
-  tx.after_commit([t = std::move(transport), topic = std::move(topic)] { t->notify(topic); });
+  // Through the port's transactional notify: the PostgreSQL transport sends NOTIFY inside `tx`
+  // (delivered at commit, dropped on rollback); others notify after commit.
+  transport->notify(tx, topic);
+  tx.after_commit([keep = std::move(transport)] {}); // the transport outlives the transaction's hooks
 }
 
 std::size_t worker::run_once() { return state_->run_batch(-1); }
