@@ -57,6 +57,15 @@ bool blob_store::put(std::string_view key, std::string_view bytes) {
 }
 
 std::string blob_store::get(std::string_view key) { return do_get(checked_key(key)); }
+
+void blob_store::read(std::string_view key, const std::function<void(std::span<const std::byte>)>& sink) {
+  do_read(checked_key(key), sink);
+}
+
+void blob_store::do_read(const std::string& key, const std::function<void(std::span<const std::byte>)>& sink) {
+  const auto bytes = do_get(key);
+  sink(std::as_bytes(std::span(bytes.data(), bytes.size())));
+}
 bool blob_store::exists(std::string_view key) { return do_exists(checked_key(key)); }
 bool blob_store::remove(std::string_view key) { return do_remove(checked_key(key)); }
 
