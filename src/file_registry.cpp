@@ -3,6 +3,7 @@
 #include <casecore/migration.hpp>
 
 #include <casecore/detail/step.hpp>
+#include <casecore/detail/text.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -34,18 +35,11 @@ namespace {
 
 constexpr int max_insert_select_rounds = 16;
 
-bool has_control(std::string_view s) {
-  return std::any_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
-}
+// Case ids, actors and names are shown to operators (`casecore file list`): printable UTF-8 only
+// (no C0 / C1 controls, DEL, bidi overrides or invalid bytes, detail/text.hpp).
+void validate_case_id(std::string_view case_id) { detail::check_printable(case_id, "case id", 200); }
 
-void validate_case_id(std::string_view case_id) {
-  if (case_id.empty() || case_id.size() > 200 || has_control(case_id))
-    raise(errc::invalid_argument, "case id must be 1..200 bytes without control characters");
-}
-
-void validate_actor(std::string_view actor) {
-  if (actor.size() > 200 || has_control(actor)) raise(errc::invalid_argument, "actor must be at most 200 bytes without control characters");
-}
+void validate_actor(std::string_view actor) { detail::check_printable(actor, "actor", 200, true); }
 
 // Serialises "is the blob there + insert the row" (registration) against "is the blob referenced +
 // remove it" (sweep) for one content. SQLite write transactions are already serial; on PostgreSQL a
@@ -115,11 +109,7 @@ constexpr const char* record_columns =
 
 } // namespace
 
-void validate_file_name(std::string_view name) {
-  if (name.empty()) raise(errc::invalid_argument, "file name is empty");
-  if (name.size() > 255) raise(errc::invalid_argument, "file name is longer than 255 bytes");
-  if (has_control(name)) raise(errc::invalid_argument, "file name contains NUL or control characters");
-}
+void validate_file_name(std::string_view name) { detail::check_printable(name, "file name", 255); }
 
 std::string event_id(std::int64_t file_id, std::string_view position_or_content) {
   sha256 h;
@@ -202,6 +192,8 @@ staged_blob file_registry::stage(std::istream& in) {
 staged_blob file_registry::stage(const std::filesystem::path& path) {
   // Open once, never by name again: O_NOFOLLOW refuses a symlink, O_NONBLOCK keeps a FIFO swapped
   // in from blocking the open, and everything after works on this descriptor only.
+  // A NUL inside the path would silently cut it short at the system call: another file.
+  if (path.native().find('\0') != std::string::npos) raise(errc::invalid_argument, "file path contains a NUL byte");
   const int flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | (options_.follow_symlinks ? 0 : O_NOFOLLOW);
   const fd_guard fd(::open(path.c_str(), flags));
   if (fd.get() < 0) {
@@ -340,7 +332,9 @@ std::vector<std::string> file_registry::verify_blobs() {
 }
 
 std::size_t file_registry::sweep_orphans(std::chrono::milliseconds grace) {
-  if (grace.count() < 0) raise(errc::invalid_argument, "sweep grace period must not be negative");
+  // Bounded so that grace in microseconds cannot overflow (and ten years is no sweep at all).
+  if (grace.count() < 0 || grace > std::chrono::hours(24 * 3650))
+    raise(errc::invalid_argument, "sweep grace period must be 0 .. 10 years");
   const auto now_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   const micros cutoff = now_us - static_cast<micros>(grace.count()) * 1000;
   std::size_t removed = 0;

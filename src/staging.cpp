@@ -118,7 +118,8 @@ staging_owner staging_area::read_owner(const fs::path& folder) {
 }
 
 std::vector<fs::path> staging_area::reclaim_stale(const fs::path& root, std::chrono::milliseconds older_than) {
-  if (older_than.count() < 0) raise(errc::invalid_argument, "older_than must not be negative");
+  if (older_than.count() < 0 || older_than > std::chrono::hours(24 * 3650)) // ms → µs must not overflow
+    raise(errc::invalid_argument, "older_than must be 0 .. 10 years");
   std::vector<fs::path> out;
   std::error_code ec;
   const auto cutoff = wall_now_us() - static_cast<micros>(older_than.count()) * 1000;

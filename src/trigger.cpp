@@ -95,6 +95,21 @@ double bits_per_char(std::string_view s) {
 
 char lower_ascii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
+// Leetspeak letters (p4ssw0rd, S3cr3t) compared as the letters they stand for.
+bool same_letter(char secret_char, char word_char) {
+  const char c = lower_ascii(secret_char);
+  if (c == word_char) return true;
+  switch (c) {
+    case '0': return word_char == 'o';
+    case '1': return word_char == 'i' || word_char == 'l';
+    case '3': return word_char == 'e';
+    case '4': case '@': return word_char == 'a';
+    case '5': case '$': return word_char == 's';
+    case '7': return word_char == 't';
+    default: return false;
+  }
+}
+
 // Length of the longest keyboard-row run (forwards or backwards) starting at s[i], case-insensitive.
 std::size_t keyboard_run(std::string_view s, std::size_t i) {
   std::size_t best = 0;
@@ -161,8 +176,12 @@ double secret_strength_bits(std::string_view s) {
     for (auto w : weak_words) {
       if (i + w.size() > n) continue;
       bool match = true;
-      for (std::size_t k = 0; k < w.size() && match; ++k) match = lower_ascii(s[i + k]) == w[k];
-      if (match) relax(w.size(), word_bits);
+      bool leet = false;
+      for (std::size_t k = 0; k < w.size() && match; ++k) {
+        match = same_letter(s[i + k], w[k]);
+        leet = leet || lower_ascii(s[i + k]) != w[k];
+      }
+      if (match) relax(w.size(), word_bits + (leet ? 1 : 0));
     }
   }
   return best[n];
@@ -221,27 +240,40 @@ struct parsed_header {
   std::string_view nonce, sig;
 };
 
+// Strict: exactly the fields t, n and s, each once, separated by single commas; anything else
+// (a trailing comma, a repeated field, an unknown one) is malformed rather than guessed at.
 bool parse(std::string_view header, parsed_header& out) {
-  bool have_t = false;
-  while (!header.empty()) {
+  bool have_t = false, have_n = false, have_s = false;
+  if (header.size() > 4096) return false;
+  for (;;) {
     const auto comma = header.find(',');
-    auto part = header.substr(0, comma);
-    header = comma == std::string_view::npos ? std::string_view{} : header.substr(comma + 1);
+    const auto part = header.substr(0, comma);
     if (part.size() < 2 || part[1] != '=') return false;
     const auto v = part.substr(2);
     switch (part[0]) {
       case 't': {
         auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), out.ts);
-        if (ec != std::errc{} || end != v.data() + v.size() || v.empty()) return false;
+        if (have_t || ec != std::errc{} || end != v.data() + v.size() || v.empty()) return false;
         have_t = true;
         break;
       }
-      case 'n': out.nonce = v; break;
-      case 's': out.sig = v; break;
+      case 'n':
+        if (have_n) return false;
+        out.nonce = v;
+        have_n = true;
+        break;
+      case 's':
+        if (have_s) return false;
+        out.sig = v;
+        have_s = true;
+        break;
       default: return false;
     }
+    if (comma == std::string_view::npos) break;
+    header = header.substr(comma + 1);
   }
-  return have_t && valid_nonce(out.nonce) && out.sig.size() == 64;
+  return have_t && have_n && have_s && valid_nonce(out.nonce) && out.sig.size() == 64 &&
+         std::all_of(out.sig.begin(), out.sig.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
 std::int64_t unix_now() {

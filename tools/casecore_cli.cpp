@@ -28,6 +28,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
+#include <limits>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -36,6 +38,7 @@
 #include <iostream>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -99,6 +102,20 @@ struct context {
 /// Text for a terminal: controls and invalid UTF-8 escaped (detail/text.hpp).
 std::string text(std::string_view s) { return casecore::detail::escape_for_terminal(s); }
 
+/// Multi-line text of our own (help, CLI11's usage errors, which quote the arguments): each line
+/// escaped, the line breaks kept.
+std::string text_lines(std::string_view s) {
+  std::string out;
+  for (std::size_t start = 0; start < s.size();) {
+    const auto nl = s.find('\n', start);
+    out += text(s.substr(start, nl == std::string_view::npos ? std::string_view::npos : nl - start));
+    if (nl == std::string_view::npos) break;
+    out += '\n';
+    start = nl + 1;
+  }
+  return out;
+}
+
 // --- tiny JSON writer (the CLI's only JSON needs are flat objects and arrays) --------------------
 
 std::string quote(std::string_view s) {
@@ -120,6 +137,21 @@ std::string array(const std::vector<std::string>& items) {
 }
 
 template <class N> std::string num(N n) { return std::to_string(n); }
+
+/// CLI11 turns "" into 0 and clamps an overflowing number to the limit; ids, tokens and limits are
+/// checked here instead: optional sign, digits only, in range.
+template <class N> CLI::Validator strict_integer() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        N v{};
+        const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+        if (s.empty() || ec != std::errc{} || end != s.data() + s.size())
+          return "must be a whole number from " + std::to_string(std::numeric_limits<N>::min()) + " to " +
+                 std::to_string(std::numeric_limits<N>::max());
+        return {};
+      },
+      "INTEGER");
+}
 
 std::string boolean(bool b) { return b ? "true" : "false"; }
 
@@ -493,7 +525,7 @@ void add_lease(CLI::App& app, const context& ctx, action& run) {
   auto* rel = cmd->add_subcommand("release", "Release NAME held by --owner with --token, or --force it (dangerous)");
   rel->add_option("NAME", args->name, "Lease name")->required();
   auto* owner = rel->add_option("--owner", args->owner, "The holder's owner name");
-  auto* token = rel->add_option("--token", args->token, "The holder's fencing token");
+  auto* token = rel->add_option("--token", args->token, "The holder's fencing token")->check(strict_integer<std::int64_t>());
   auto* force = rel->add_flag("--force", args->force, "Release whoever holds it (see docs/cli.md)");
   rel->add_option("--confirm", args->confirmation, "With --force: the lease name again");
   rel->add_flag("--yes", args->yes, "With --force: skip the confirmation");
@@ -613,7 +645,7 @@ void add_job(CLI::App& app, const context& ctx, action& run) {
 
   auto* list = cmd->add_subcommand("list", "List jobs, newest first");
   list->add_option("--state", args->state, "queued, running, succeeded, failed or cancelled");
-  list->add_option("--limit", args->limit, "At most this many (1..10000)")->capture_default_str();
+  list->add_option("--limit", args->limit, "At most this many (1..10000)")->check(strict_integer<std::size_t>())->capture_default_str();
   list->callback([&ctx, &run, args] {
     run = [&ctx, args] {
       std::optional<jobs::job_state> state;
@@ -637,7 +669,7 @@ void add_job(CLI::App& app, const context& ctx, action& run) {
   });
 
   auto* show = cmd->add_subcommand("show", "Show one job with its stages, timings and errors");
-  show->add_option("ID", args->id, "Job id")->required();
+  show->add_option("ID", args->id, "Job id")->required()->check(strict_integer<std::int64_t>());
   show->callback([&ctx, &run, args] {
     run = [&ctx, args] {
       auto db = open_migrated(ctx, "casecore.jobs", access::read);
@@ -654,7 +686,7 @@ void add_job(CLI::App& app, const context& ctx, action& run) {
   });
 
   auto* retry = cmd->add_subcommand("retry", "Requeue a failed or cancelled job at the stage where it stopped");
-  retry->add_option("ID", args->id, "Job id")->required();
+  retry->add_option("ID", args->id, "Job id")->required()->check(strict_integer<std::int64_t>());
   retry->callback([&ctx, &run, args] {
     run = [&ctx, args] {
       auto db = open_migrated(ctx, "casecore.jobs", access::write);
@@ -665,7 +697,7 @@ void add_job(CLI::App& app, const context& ctx, action& run) {
   });
 
   auto* cancel = cmd->add_subcommand("cancel", "Cancel a queued job, or ask a running one to stop");
-  cancel->add_option("ID", args->id, "Job id")->required();
+  cancel->add_option("ID", args->id, "Job id")->required()->check(strict_integer<std::int64_t>());
   cancel->callback([&ctx, &run, args] {
     run = [&ctx, args] {
       auto db = open_migrated(ctx, "casecore.jobs", access::write);
@@ -752,7 +784,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
+    std::ostringstream out, err;
+    const int code = app.exit(e, out, err);
+    std::cout << text_lines(out.str()) << std::flush;
+    std::cerr << text_lines(err.str()) << std::flush;
     return code == 0 ? exit_ok : exit_usage;
   }
   try {

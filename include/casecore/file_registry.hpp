@@ -16,13 +16,13 @@
 // older than a grace period. Use one blob store per database.
 //
 // Original names are metadata only: storage paths come from the hash, so a name containing "/",
-// "\\" or ".." never reaches the filesystem. Names must be 1..255 bytes without NUL or other control
-// characters. Failure modes: invalid_argument (bad case id / name, empty or oversized input, a path
-// that is a symlink, FIFO, device or folder — then nothing is stored), not_found (missing path; a
-// staged blob that a sweep removed), blob store errors as thrown by the store (a writer that fails
-// leaves no blob and no row), errc::backend_error for a stored blob whose content does not match its
-// hash, database errors as usual. Thread safety: a file_registry may be used from many threads; all
-// state is in the database and the blob store.
+// "\\" or ".." never reaches the filesystem. Names must be 1..255 bytes of printable UTF-8 (no
+// controls, see validate_file_name). Failure modes: invalid_argument (bad case id / name, empty or
+// oversized input, a path that is a symlink, FIFO, device or folder or holds a NUL — then nothing
+// is stored), not_found (missing path; a staged blob that a sweep removed), blob store errors as
+// thrown by the store (a writer that fails leaves no blob and no row), errc::backend_error for a
+// stored blob whose content does not match its hash, database errors as usual. Thread safety: a
+// file_registry may be used from many threads; all state is in the database and the blob store.
 //
 // Trust rules (docs/SECURITY.md):
 // * Paths are opened once (O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC), the open descriptor is
@@ -155,7 +155,8 @@ private:
   std::uint64_t id_; // process-unique: binds the staged_blobs it makes
 };
 
-/// Throws invalid_argument unless `name` is 1..255 bytes without NUL / control characters.
+/// Throws invalid_argument unless `name` is 1..255 bytes of printable UTF-8 (no C0 / C1 controls,
+/// DEL, bidi overrides or invalid bytes; detail::check_printable). Case ids: 1..200, actors 0..200.
 void validate_file_name(std::string_view name);
 
 /// Deterministic id of a record extracted from a file: 32 hex digits of SHA-256 over the file id and

@@ -75,13 +75,15 @@ int open_flags(const std::string& path, const options& o) {
 
 const std::string& prepared_path(const std::string& path, const options& o) {
   if (!is_plain_file(path)) return path;
-  if (o.read_only || !o.create) {
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0 && errno == ENOENT)
+  if (o.create && !o.read_only) create_private_file(path);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT)
       raise(errc::not_found, "no SQLite database at '" + path + "' (only `casecore migrate` / a writable open creates one)");
-  } else {
-    create_private_file(path);
+    return path; // let SQLite report it
   }
+  // SQLite opens without O_NONBLOCK: a FIFO named as the database would block the open for good.
+  if (!S_ISREG(st.st_mode)) raise(errc::configuration, "SQLite database '" + path + "' is not a regular file");
   return path;
 }
 
