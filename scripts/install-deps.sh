@@ -26,6 +26,10 @@ PACKAGES=(
     libssl-dev
     postgresql-15
     postgresql-client-15
+    clang-14          # libFuzzer targets (scripts/fuzz.sh)
+    libfuzzer-14-dev
+    faketime          # skewed clocks per process (trigger nonce tests)
+    strace            # "one getrandom per token" check
 )
 
 die() {

@@ -18,3 +18,8 @@ if [ -z "${CASECORE_TEST_PG_URL:-}" ]; then
 fi
 echo "test: preset $preset, PostgreSQL at $CASECORE_TEST_PG_URL"
 ctest --preset "$preset"
+# The fuzzers, short (docs/SECURITY.md): clang + libFuzzer under ASan/UBSan in build/fuzz, each target
+# CASECORE_FUZZ_SECONDS (default 30; 0 skips; scripts/fuzz.sh --long for the long run).
+if [ "$preset" = default ] && [ "${CASECORE_FUZZ_SECONDS:-30}" != 0 ]; then
+  scripts/fuzz.sh "${CASECORE_FUZZ_SECONDS:-30}"
+fi
