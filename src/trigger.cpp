@@ -111,18 +111,19 @@ bool same_letter(char secret_char, char word_char) {
 }
 
 // Length of the longest keyboard-row run (forwards or backwards) starting at s[i], case-insensitive.
+// Characters are unique within a row, so a run has one possible start per row.
 std::size_t keyboard_run(std::string_view s, std::size_t i) {
   std::size_t best = 0;
   for (auto row : keyboard_rows) {
-    for (std::size_t start = 0; start < row.size(); ++start) {
-      for (int dir : {1, -1}) {
-        std::size_t len = 0;
-        for (auto r = static_cast<std::ptrdiff_t>(start);
-             i + len < s.size() && r >= 0 && r < static_cast<std::ptrdiff_t>(row.size()) && lower_ascii(s[i + len]) == row[static_cast<std::size_t>(r)];
-             r += dir)
-          ++len;
-        best = std::max(best, len);
-      }
+    const auto start = row.find(lower_ascii(s[i]));
+    if (start == std::string_view::npos) continue;
+    for (const std::ptrdiff_t dir : {1, -1}) {
+      std::size_t len = 0;
+      for (auto r = static_cast<std::ptrdiff_t>(start);
+           i + len < s.size() && r >= 0 && r < static_cast<std::ptrdiff_t>(row.size()) && lower_ascii(s[i + len]) == row[static_cast<std::size_t>(r)];
+           r += dir)
+        ++len;
+      best = std::max(best, len);
     }
   }
   return best;
@@ -253,7 +254,8 @@ bool parse(std::string_view header, parsed_header& out) {
     switch (part[0]) {
       case 't': {
         auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), out.ts);
-        if (have_t || ec != std::errc{} || end != v.data() + v.size() || v.empty()) return false;
+        // Canonical decimal only ("01", "-0" refused): one request, one header text.
+        if (have_t || ec != std::errc{} || end != v.data() + v.size() || v.empty() || v != std::to_string(out.ts)) return false;
         have_t = true;
         break;
       }
