@@ -483,10 +483,11 @@ std::vector<std::string> fsyncs_of_commit(const fs::path& store, const std::stri
   exe[n] = '\0';
   const auto log = store.parent_path() / ("fsync-" + detail::random_token().substr(0, 8) + ".log");
   std::vector<std::string> env_s;
-  for (char** e = environ; *e; ++e) env_s.emplace_back(*e);
+  for (char** e = environ; *e; ++e)
+    if (!std::string_view(*e).starts_with("ASAN_OPTIONS=")) env_s.emplace_back(*e);
   env_s.push_back(std::string("LD_PRELOAD=") + CASECORE_FSYNC_SHIM_PATH);
   env_s.push_back("CASECORE_FSYNC_LOG=" + log.string());
-  env_s.push_back("ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0");
+  env_s.push_back("ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0"); // the shim is preloaded before ASan
   std::vector<char*> envp;
   for (auto& e : env_s) envp.push_back(e.data());
   envp.push_back(nullptr);
