@@ -127,7 +127,7 @@ void run_backend(const std::string& backend, const std::string& url, const std::
       return std::uint64_t{1};
     });
     const double raw_new = bench::measure(callers, ms, [&](int t) {
-      raws[static_cast<std::size_t>(t)]->insert_or_select("case-staged", staged.sha256, "f" + std::to_string(seq++));
+      raws[static_cast<std::size_t>(t)]->insert_or_select("case-staged", staged.sha256(), "f" + std::to_string(seq++));
       return std::uint64_t{1};
     });
     bench::row("register_staged new", backend, callers, lib_new, raw_new);
@@ -136,7 +136,7 @@ void run_backend(const std::string& backend, const std::string& url, const std::
       return std::uint64_t{1};
     });
     const double raw_sdup = bench::measure(callers, ms, [&](int t) {
-      raws[static_cast<std::size_t>(t)]->insert_or_select("case-staged", staged.sha256, "same.bin");
+      raws[static_cast<std::size_t>(t)]->insert_or_select("case-staged", staged.sha256(), "same.bin");
       return std::uint64_t{1};
     });
     bench::row("register_staged duplicate", backend, callers, lib_sdup, raw_sdup);

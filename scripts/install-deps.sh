@@ -26,9 +26,12 @@ PACKAGES=(
     libssl-dev
     postgresql-15
     postgresql-client-15
-    pgbouncer   # the suite runs through PgBouncer 1.18 in transaction and session mode
-    iproute2    # test hosts in network namespaces (scripts/netns.sh)
-    faketime    # skewed clocks per process in lease and trigger tests
+    pgbouncer         # the suite runs through PgBouncer 1.18 in transaction and session mode
+    iproute2          # test hosts in network namespaces (scripts/netns.sh)
+    faketime          # skewed clocks per process (lease and trigger tests)
+    clang-14          # libFuzzer targets (scripts/fuzz.sh)
+    libfuzzer-14-dev
+    strace            # "one getrandom per token" check
 )
 
 die() {

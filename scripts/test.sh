@@ -44,3 +44,9 @@ if [ "$preset" = default ]; then
       ctest --preset "$preset" -R '\.postgres$' -E '^(pooler_test|consumer)'
   done
 fi
+
+# The fuzzers, short (docs/SECURITY.md): clang + libFuzzer under ASan/UBSan in build/fuzz, each target
+# CASECORE_FUZZ_SECONDS (default 30; 0 skips; scripts/fuzz.sh --long for the long run).
+if [ "$preset" = default ] && [ "${CASECORE_FUZZ_SECONDS:-30}" != 0 ]; then
+  scripts/fuzz.sh "${CASECORE_FUZZ_SECONDS:-30}"
+fi

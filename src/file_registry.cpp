@@ -2,9 +2,17 @@
 #include <casecore/hash.hpp>
 #include <casecore/migration.hpp>
 
+#include <casecore/detail/step.hpp>
+#include <casecore/detail/text.hpp>
+
 #include <algorithm>
-#include <fstream>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
 #include <istream>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <vector>
 
 namespace casecore {
@@ -27,18 +35,11 @@ namespace {
 
 constexpr int max_insert_select_rounds = 16;
 
-bool has_control(std::string_view s) {
-  return std::any_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
-}
+// Case ids, actors and names are shown to operators (`casecore file list`): printable UTF-8 only
+// (no C0 / C1 controls, DEL, bidi overrides or invalid bytes, detail/text.hpp).
+void validate_case_id(std::string_view case_id) { detail::check_printable(case_id, "case id", 200); }
 
-void validate_case_id(std::string_view case_id) {
-  if (case_id.empty() || case_id.size() > 200 || has_control(case_id))
-    raise(errc::invalid_argument, "case id must be 1..200 bytes without control characters");
-}
-
-void validate_actor(std::string_view actor) {
-  if (actor.size() > 200 || has_control(actor)) raise(errc::invalid_argument, "actor must be at most 200 bytes without control characters");
-}
+void validate_actor(std::string_view actor) { detail::check_printable(actor, "actor", 200, true); }
 
 // Serialises "is the blob there + insert the row" (registration) against "is the blob referenced +
 // remove it" (sweep) for one content. SQLite write transactions are already serial; on PostgreSQL a
@@ -73,16 +74,42 @@ file_record to_record(const row_ref& r) {
           r.get<std::uint64_t>(4), r.get<std::string>(5), r.get<std::string>(6), r.get<micros>(7)};
 }
 
+// Every registry gets an id no other registry of this process ever had (addresses can be reused).
+std::uint64_t next_registry_id() {
+  static std::atomic<std::uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+class fd_guard {
+public:
+  explicit fd_guard(int fd) : fd_(fd) {}
+  ~fd_guard() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  fd_guard(const fd_guard&) = delete;
+  fd_guard& operator=(const fd_guard&) = delete;
+  int get() const noexcept { return fd_; }
+
+private:
+  int fd_;
+};
+
+const char* file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  return "not a regular file";
+}
+
 constexpr const char* record_columns =
     "SELECT id, case_id, sha256, original_name, size, blob_key, registered_by, registered_at FROM casecore_files ";
 
 } // namespace
 
-void validate_file_name(std::string_view name) {
-  if (name.empty()) raise(errc::invalid_argument, "file name is empty");
-  if (name.size() > 255) raise(errc::invalid_argument, "file name is longer than 255 bytes");
-  if (has_control(name)) raise(errc::invalid_argument, "file name contains NUL or control characters");
-}
+void validate_file_name(std::string_view name) { detail::check_printable(name, "file name", 255); }
 
 std::string event_id(std::int64_t file_id, std::string_view position_or_content) {
   sha256 h;
@@ -94,21 +121,30 @@ std::string event_id(std::int64_t file_id, std::string_view position_or_content)
 }
 
 file_registry::file_registry(database db, blob_store& store, file_registry_options options)
-    : db_(std::move(db)), store_(store), options_(options) {
+    : db_(std::move(db)), store_(store), options_(options), id_(next_registry_id()) {
   if (options_.max_size == 0) raise(errc::invalid_argument, "file_registry max_size must be positive");
   if (options_.chunk_size == 0 || options_.chunk_size > (64u << 20)) raise(errc::invalid_argument, "file_registry chunk_size must be 1 B..64 MiB");
 }
 
-staged_blob file_registry::stage_from(std::istream& in) {
+bool file_registry::stored_matches(const std::string& sha, std::uint64_t size) {
+  sha256 hash;
+  std::uint64_t total = 0;
+  store_.read(sha, [&](std::span<const std::byte> chunk) {
+    hash.update(chunk);
+    total += chunk.size();
+  });
+  return total == size && hash.finish_hex() == sha;
+}
+
+staged_blob file_registry::stage_from(const chunk_reader& next) {
   auto writer = store_.open_writer();
   try {
     sha256 hash;
     std::vector<char> buf(options_.chunk_size);
     std::uint64_t total = 0;
     // One pass: every chunk is hashed and written before the next is read; memory stays at one chunk.
-    while (in) {
-      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-      const auto n = static_cast<std::size_t>(in.gcount());
+    for (;;) {
+      const auto n = next(buf.data(), buf.size());
       if (n == 0) break;
       total += n;
       if (total > options_.max_size)
@@ -117,60 +153,101 @@ staged_blob file_registry::stage_from(std::istream& in) {
       hash.update(bytes);
       writer->write(bytes);
     }
-    if (in.bad()) raise(errc::invalid_argument, "reading the input failed");
     if (total == 0) raise(errc::invalid_argument, "file is empty");
-    staged_blob out{hash.finish_hex(), total, false};
-    out.created = writer->commit(out.sha256);
-    return out;
+    const auto sha = hash.finish_hex();
+    // "Already stored" is accepted only for content that really hashes to its name: whoever can
+    // write into the blob folder could otherwise plant bytes under a hash that this registration
+    // would then claim. A mismatching blob is removed, so our verified bytes take its place.
+    bool verified_existing = false;
+    try {
+      if (store_.exists(sha)) {
+        verified_existing = stored_matches(sha, total);
+        if (!verified_existing) store_.remove(sha);
+      }
+    } catch (const not_found&) { // swept meanwhile: our commit creates it
+    }
+    const bool created = writer->commit(sha);
+    // Not created although we did not verify it: another writer stored it between our check and
+    // our commit. Verify that one too.
+    if (!created && !verified_existing && !stored_matches(sha, total)) {
+      store_.remove(sha);
+      raise(errc::backend_error, "blob store held different content under " + sha + " (planted or corrupt); it was removed, stage again");
+    }
+    return staged_blob(sha, total, created, id_);
   } catch (...) {
     writer->abort();
     throw;
   }
 }
 
-staged_blob file_registry::stage(std::istream& in) { return stage_from(in); }
+staged_blob file_registry::stage(std::istream& in) {
+  return stage_from([&](char* buf, std::size_t n) -> std::size_t {
+    if (!in) return 0;
+    in.read(buf, static_cast<std::streamsize>(n));
+    if (in.bad()) raise(errc::invalid_argument, "reading the input failed");
+    return static_cast<std::size_t>(in.gcount());
+  });
+}
 
 staged_blob file_registry::stage(const std::filesystem::path& path) {
-  std::error_code ec;
-  const auto st = std::filesystem::status(path, ec);
-  if (!std::filesystem::exists(st)) raise(errc::not_found, "no file at '" + path.string() + "'");
-  if (!std::filesystem::is_regular_file(st)) raise(errc::invalid_argument, "'" + path.string() + "' is not a regular file");
-  if (const auto size = std::filesystem::file_size(path, ec); !ec && size > options_.max_size)
+  // Open once, never by name again: O_NOFOLLOW refuses a symlink, O_NONBLOCK keeps a FIFO swapped
+  // in from blocking the open, and everything after works on this descriptor only.
+  // A NUL inside the path would silently cut it short at the system call: another file.
+  if (path.native().find('\0') != std::string::npos) raise(errc::invalid_argument, "file path contains a NUL byte");
+  const int flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | (options_.follow_symlinks ? 0 : O_NOFOLLOW);
+  const fd_guard fd(::open(path.c_str(), flags));
+  if (fd.get() < 0) {
+    const int e = errno;
+    if (e == ENOENT || e == ENOTDIR) raise(errc::not_found, "no file at '" + path.string() + "'");
+    if (e == ELOOP) raise(errc::invalid_argument, "'" + path.string() + "' is a symbolic link (set follow_symlinks to register its target)");
+    raise(errc::invalid_argument, "cannot open '" + path.string() + "' for reading: " + std::strerror(e));
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) raise(errc::invalid_argument, "cannot inspect '" + path.string() + "': " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) raise(errc::invalid_argument, "'" + path.string() + "' is " + file_kind(st.st_mode) + ", not a regular file");
+  if (static_cast<std::uint64_t>(st.st_size) > options_.max_size)
     raise(errc::invalid_argument, "file is larger than the limit of " + std::to_string(options_.max_size) + " bytes");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) raise(errc::invalid_argument, "cannot open '" + path.string() + "' for reading");
-  return stage_from(in);
+  detail::step("files.stage.opened");
+  return stage_from([&](char* buf, std::size_t n) -> std::size_t {
+    for (;;) {
+      const ssize_t got = ::read(fd.get(), buf, n);
+      if (got >= 0) return static_cast<std::size_t>(got);
+      if (errno != EINTR) raise(errc::invalid_argument, "reading '" + path.string() + "' failed: " + std::strerror(errno));
+    }
+  });
 }
 
 registration file_registry::register_staged(transaction& tx, std::string_view case_id, const staged_blob& blob,
                                             std::string_view name) {
   validate_case_id(case_id);
   validate_file_name(name);
-  if (!is_sha256_hex(blob.sha256) || blob.size == 0) raise(errc::invalid_argument, "staged blob is malformed");
+  if (blob.origin_ != id_)
+    raise(errc::invalid_argument, "staged blob was not staged by this file_registry: stage the content with the registry that registers it");
   if (!tx.writable()) raise(errc::invalid_argument, "register_staged needs a write transaction");
-  const auto size = static_cast<std::int64_t>(blob.size);
+  const auto& sha = blob.sha256_;
+  const auto size = static_cast<std::int64_t>(blob.size_);
   const bool pg = tx.dialect() == dialect::postgresql;
   for (int round = 0; round < max_insert_select_rounds; ++round) {
     // On PostgreSQL the content lock is taken by the RETURNING clause, which runs only for an
     // inserted row: one round trip instead of two, and duplicates still take no lock.
-    auto inserted = pg ? tx.exec(insert_locking_sql, case_id, blob.sha256, name, size, tx.actor(), content_lock_key(blob.sha256))
-                       : tx.exec(insert_sql, case_id, blob.sha256, name, size, tx.actor());
+    auto inserted = pg ? tx.exec(insert_locking_sql, case_id, sha, name, size, tx.actor(), content_lock_key(sha))
+                       : tx.exec(insert_sql, case_id, sha, name, size, tx.actor());
     if (!inserted.empty()) {
       // The new row must not commit pointing at a blob a sweep removed since staging. Checked after
       // the insert, under the content lock: a sweep that ran before us is seen here (blob missing →
       // the whole transaction fails), a sweep after us waits for our commit and then sees the row.
-      if (!store_.exists(blob.sha256))
-        raise(errc::not_found, "blob " + blob.sha256 + " was swept before it was registered; stage the file again");
-      return {registration_status::registered, inserted[0].get<std::int64_t>(0), blob.sha256, blob.size,
+      if (!store_.exists(sha))
+        raise(errc::not_found, "blob " + sha + " was swept before it was registered; stage the file again");
+      return {registration_status::registered, inserted[0].get<std::int64_t>(0), sha, blob.size_,
               inserted[0].get<std::string>(1), inserted[0].get<micros>(2)};
     }
     // A duplicate needs no lock: the existing committed row already keeps the blob from the sweep.
     // If that row vanished since the insert, the next round's insert wins.
     auto existing = tx.exec("SELECT id, registered_by, registered_at FROM casecore_files "
                             "WHERE case_id = $1 AND sha256 = $2 AND original_name = $3",
-                            case_id, blob.sha256, name);
+                            case_id, sha, name);
     if (!existing.empty())
-      return {registration_status::duplicate, existing[0].get<std::int64_t>(0), blob.sha256, blob.size,
+      return {registration_status::duplicate, existing[0].get<std::int64_t>(0), sha, blob.size_,
               existing[0].get<std::string>(1), existing[0].get<micros>(2)};
   }
   raise(errc::internal, "file registration: insert and select kept missing each other");
@@ -223,8 +300,41 @@ std::vector<file_record> file_registry::files_of_case(std::string_view case_id) 
   });
 }
 
+std::string file_registry::read(std::int64_t id) {
+  const auto f = find(id);
+  if (!f) raise(errc::not_found, "file " + std::to_string(id) + " does not exist");
+  std::string out;
+  sha256 hash;
+  try {
+    store_.read(f->blob_key, [&](std::span<const std::byte> chunk) {
+      hash.update(chunk);
+      out.append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+    });
+  } catch (const not_found&) {
+    raise(errc::backend_error, "blob " + f->blob_key + " of file " + std::to_string(id) + " is missing from the blob store");
+  }
+  if (out.size() != f->size || hash.finish_hex() != f->sha256)
+    raise(errc::backend_error, "blob " + f->blob_key + " of file " + std::to_string(id) +
+                                   " does not match its SHA-256 / size: corrupt or replaced; not returned");
+  return out;
+}
+
+std::vector<std::string> file_registry::verify_blobs() {
+  std::vector<std::string> bad;
+  for (const auto& b : store_.list()) {
+    if (!is_sha256_hex(b.key)) continue;
+    try {
+      if (!stored_matches(b.key, b.size)) bad.push_back(b.key);
+    } catch (const not_found&) { // removed meanwhile
+    }
+  }
+  return bad;
+}
+
 std::size_t file_registry::sweep_orphans(std::chrono::milliseconds grace) {
-  if (grace.count() < 0) raise(errc::invalid_argument, "sweep grace period must not be negative");
+  // Bounded so that grace in microseconds cannot overflow (and ten years is no sweep at all).
+  if (grace.count() < 0 || grace > std::chrono::hours(24 * 3650))
+    raise(errc::invalid_argument, "sweep grace period must be 0 .. 10 years");
   const auto now_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   const micros cutoff = now_us - static_cast<micros>(grace.count()) * 1000;
   std::size_t removed = 0;

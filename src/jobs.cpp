@@ -1,5 +1,6 @@
 #include <casecore/detail/job_sql.hpp>
 #include <casecore/detail/step.hpp>
+#include <casecore/detail/text.hpp>
 #include <casecore/job_queue.hpp>
 #include <casecore/migration.hpp>
 
@@ -267,13 +268,19 @@ void check_stage_name(std::string_view s) {
     raise(errc::invalid_argument, "stage name must be 1..64 of [A-Za-z0-9_.:-]: '" + std::string(s) + "'");
 }
 
-void check_owner(std::string_view owner) {
-  if (owner.empty() || owner.size() > 200) raise(errc::invalid_argument, "worker owner must be 1..200 characters");
+void check_owner(std::string_view owner) { detail::check_printable(owner, "worker owner", 200); }
+
+// Milliseconds → microseconds for the database, refusing values whose product would overflow.
+std::int64_t checked_us(std::chrono::milliseconds ms, std::string_view what) {
+  constexpr std::int64_t max_ms = std::int64_t{100} * 366 * 24 * 3600 * 1000; // a century
+  if (ms.count() < 0 || ms.count() > max_ms)
+    raise(errc::invalid_argument, std::string(what) + " must be 0 ms .. 100 years");
+  return ms.count() * 1000;
 }
 
 std::int64_t lease_us(std::chrono::milliseconds lease) {
   if (lease.count() <= 0) raise(errc::invalid_argument, "job lease must be positive");
-  return lease.count() * 1000;
+  return checked_us(lease, "job lease");
 }
 
 std::string join_stages(const std::vector<std::string>& stages) {
@@ -323,12 +330,13 @@ struct prepared_spec {
 };
 
 prepared_spec validate(const job_spec& s) {
-  if (s.operation.empty() || s.operation.size() > 100) raise(errc::invalid_argument, "job operation must be 1..100 characters");
-  if (s.subject.empty() || s.subject.size() > 200) raise(errc::invalid_argument, "job subject must be 1..200 characters");
+  // Operations, subjects and keys reach operators' terminals and JSON (issue 16 #5): printable UTF-8.
+  detail::check_printable(s.operation, "job operation", 100);
+  detail::check_printable(s.subject, "job subject", 200);
   if (s.payload.size() > 1024 * 1024) raise(errc::invalid_argument, "job payload larger than 1 MiB");
   if (s.max_attempts < 1 || s.max_attempts > 1000) raise(errc::invalid_argument, "job max_attempts must be 1..1000");
-  if (s.delay.count() < 0) raise(errc::invalid_argument, "job delay must not be negative");
-  if (s.concurrency_key.size() > 200) raise(errc::invalid_argument, "job concurrency_key longer than 200 characters");
+  checked_us(s.delay, "job delay");
+  detail::check_printable(s.concurrency_key, "job concurrency_key", 200, true);
   return {&s, join_stages(s.stages), s.stages.empty() ? 1 : static_cast<std::int64_t>(s.stages.size())};
 }
 
@@ -407,7 +415,7 @@ void bind_spec(std::vector<value>& params, const prepared_spec& p) {
   params.emplace_back(s.payload);
   params.emplace_back(p.stages);
   params.emplace_back(std::int64_t{s.priority});
-  params.emplace_back(std::int64_t{s.delay.count()} * 1000);
+  params.emplace_back(checked_us(s.delay, "job delay"));
   params.emplace_back(std::int64_t{s.max_attempts});
   params.emplace_back(s.concurrency_key);
   params.emplace_back(p.stage_count);
@@ -955,7 +963,7 @@ std::size_t reclaim_expired(database& db) {
 }
 
 std::size_t prune(database& db, const retention& keep, std::size_t batch, std::size_t max_rows) {
-  if (keep.max_age.count() < 0) raise(errc::invalid_argument, "retention max_age must not be negative");
+  checked_us(keep.max_age, "retention max_age");
   if (keep.max_finished < 0) raise(errc::invalid_argument, "retention max_finished must not be negative");
   if (batch < 1 || batch > 10000) raise(errc::invalid_argument, "prune batch must be 1..10000");
   std::size_t total = 0;
@@ -973,7 +981,7 @@ std::size_t prune(database& db, const retention& keep, std::size_t batch, std::s
   const auto enough = [&] { return max_rows > 0 && total >= max_rows; };
   if (keep.max_age.count() > 0) {
     for (;;) {
-      const auto n = db.write([&](transaction& tx) { return tx.exec(by_age, keep.max_age.count() * 1000, rows).size(); });
+      const auto n = db.write([&](transaction& tx) { return tx.exec(by_age, checked_us(keep.max_age, "retention max_age"), rows).size(); });
       total += n;
       if (n < batch || enough()) break;
     }
@@ -998,14 +1006,14 @@ std::size_t prune(database& db, const retention& keep, std::size_t batch, std::s
 }
 
 std::size_t prune(database& db, std::chrono::milliseconds older_than) {
-  if (older_than.count() < 0) raise(errc::invalid_argument, "prune age must not be negative");
+  checked_us(older_than, "prune age");
   // Unlike retention::max_age (0 = no age limit), 0 here means "everything finished before now".
   std::size_t total = 0;
   static const std::string q = sql(
       {"DELETE FROM casecore_jobs WHERE id IN (SELECT id FROM casecore_jobs WHERE state IN ", finished_states,
        " AND finished_at < casecore_now_us() - $1 ORDER BY finished_at LIMIT 5000) RETURNING id"});
   for (;;) {
-    const auto n = db.write([&](transaction& tx) { return tx.exec(q, older_than.count() * 1000).size(); });
+    const auto n = db.write([&](transaction& tx) { return tx.exec(q, checked_us(older_than, "prune age")).size(); });
     total += n;
     if (n < 5000) return total;
   }

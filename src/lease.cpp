@@ -1,4 +1,5 @@
 #include <casecore/detail/step.hpp>
+#include <casecore/detail/text.hpp>
 #include <casecore/lease.hpp>
 #include <casecore/migration.hpp>
 
@@ -26,53 +27,9 @@ namespace {
 
 constexpr std::size_t max_name = 200;
 
-// Issue 16 #5: names and owners reach terminals (CLI text output) and logs, so they must be valid
-// UTF-8 without C0 controls, DEL or C1 controls (U+0080..U+009F). A local check until the shared
-// validator (casecore/detail/text.hpp) lands; then this becomes a call to it.
-bool printable_utf8(std::string_view s) noexcept {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const auto* end = p + s.size();
-  while (p < end) {
-    const unsigned c = *p;
-    if (c < 0x80) {
-      if (c < 0x20 || c == 0x7f) return false;
-      ++p;
-      continue;
-    }
-    int more = 0;
-    unsigned lo = 0x80, hi = 0xbf; // allowed range of the first continuation byte
-    if (c >= 0xc2 && c <= 0xdf) {
-      more = 1;
-      if (c == 0xc2) lo = 0xa0; // U+0080..U+009F are the C1 controls
-    } else if (c == 0xe0) {
-      more = 2, lo = 0xa0; // no overlong forms
-    } else if ((c >= 0xe1 && c <= 0xec) || c == 0xee || c == 0xef) {
-      more = 2;
-    } else if (c == 0xed) {
-      more = 2, hi = 0x9f; // no UTF-16 surrogates
-    } else if (c == 0xf0) {
-      more = 3, lo = 0x90;
-    } else if (c >= 0xf1 && c <= 0xf3) {
-      more = 3;
-    } else if (c == 0xf4) {
-      more = 3, hi = 0x8f; // nothing above U+10FFFF
-    } else {
-      return false;
-    }
-    if (end - p <= more) return false;
-    if (p[1] < lo || p[1] > hi) return false;
-    for (int i = 2; i <= more; ++i)
-      if (p[i] < 0x80 || p[i] > 0xbf) return false;
-    p += more + 1;
-  }
-  return true;
-}
-
+// Issue 16 #5: names and owners reach terminals (CLI text output) and logs: printable UTF-8 only.
 void check_text(std::string_view s, std::string_view what, bool allow_empty = false) {
-  if ((!allow_empty && s.empty()) || s.size() > max_name)
-    raise(errc::invalid_argument, "lease " + std::string(what) + " must be " + (allow_empty ? "0" : "1") + "..200 bytes");
-  if (!printable_utf8(s))
-    raise(errc::invalid_argument, "lease " + std::string(what) + " contains a control character or invalid UTF-8");
+  detail::check_printable(s, "lease " + std::string(what), max_name, allow_empty);
 }
 void check_name(std::string_view name) { check_text(name, "name"); }
 void check_owner(std::string_view owner) { check_text(owner, "owner"); }

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <fcntl.h>
 #include <fstream>
 #include <sstream>
 #include <sys/stat.h>
@@ -31,13 +32,17 @@ std::string host_name() {
   return buf.data();
 }
 
-// Written to a temporary then renamed, so a reader never sees a half-written owner file.
+// Written to a temporary then renamed, so a reader never sees a half-written owner file. The file
+// is 0600 like everything of an import; O_NOFOLLOW: never write through a planted link.
 void write_owner(const fs::path& folder, const std::string& token) {
   const auto tmp = folder / (std::string(owner_file) + ".tmp");
   {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << token << '\n' << ::getpid() << '\n' << host_name() << '\n' << wall_now_us() << '\n';
-    if (!out) raise(errc::backend_error, "cannot write staging owner file in '" + folder.string() + "'");
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) raise(errc::backend_error, "cannot write staging owner file in '" + folder.string() + "': " + std::strerror(errno));
+    const auto text = token + '\n' + std::to_string(::getpid()) + '\n' + host_name() + '\n' + std::to_string(wall_now_us()) + '\n';
+    const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    ::close(fd);
+    if (!ok) raise(errc::backend_error, "cannot write staging owner file in '" + folder.string() + "'");
   }
   std::error_code ec;
   fs::rename(tmp, folder / owner_file, ec);
@@ -53,7 +58,10 @@ staging_area staging_area::create(const fs::path& root, std::string_view import_
       !std::all_of(import_id.begin(), import_id.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; }))
     raise(errc::invalid_argument, "import id must be 1..64 of [A-Za-z0-9_-]");
   std::error_code ec;
-  fs::create_directories(root, ec);
+  // A root casecore creates is private (0700); an existing root is the host's choice (a shared one
+  // still holds only 0700 import folders).
+  if (root.has_parent_path()) fs::create_directories(root.parent_path(), ec);
+  if (!ec && ::mkdir(root.c_str(), 0700) != 0 && errno != EEXIST) ec = std::error_code(errno, std::generic_category());
   if (ec) raise(errc::backend_error, "cannot create staging root '" + root.string() + "': " + ec.message());
   const auto token = detail::random_token();
   auto path = root / (std::string(import_id) + "." + token);
@@ -110,13 +118,15 @@ staging_owner staging_area::read_owner(const fs::path& folder) {
 }
 
 std::vector<fs::path> staging_area::reclaim_stale(const fs::path& root, std::chrono::milliseconds older_than) {
-  if (older_than.count() < 0) raise(errc::invalid_argument, "older_than must not be negative");
+  if (older_than.count() < 0 || older_than > std::chrono::hours(24 * 3650)) // ms → µs must not overflow
+    raise(errc::invalid_argument, "older_than must be 0 .. 10 years");
   std::vector<fs::path> out;
   std::error_code ec;
   const auto cutoff = wall_now_us() - static_cast<micros>(older_than.count()) * 1000;
   const auto here = host_name();
   for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
-    if (!it->is_directory()) continue;
+    std::error_code st_ec;
+    if (!it->is_directory(st_ec) || it->is_symlink(st_ec)) continue; // a link is not an import's folder
     bool stale = false;
     try {
       const auto o = read_owner(it->path());

@@ -1,32 +1,40 @@
 #include <casecore/detail/token.hpp>
+#include <casecore/error.hpp>
 
-#include <atomic>
-#include <chrono>
-#include <cstdint>
-#include <random>
-#include <unistd.h>
+#include <cerrno>
+#include <cstring>
+#include <sys/random.h>
+#include <vector>
 
 namespace casecore::detail {
 
-std::string random_token() {
-  // Per-thread generator seeded from the OS entropy source, mixed with pid and a process counter so
-  // two forks of one process never repeat a token.
-  thread_local std::mt19937_64 rng{[] {
-    std::random_device rd;
-    std::seed_seq seq{rd(), rd(), rd(), rd(), static_cast<unsigned>(::getpid()),
-                      static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count())};
-    return std::mt19937_64(seq);
-  }()};
-  static std::atomic<std::uint64_t> counter{0};
-  const std::uint64_t a = rng() ^ (static_cast<std::uint64_t>(::getpid()) << 32);
-  const std::uint64_t b = rng() ^ counter.fetch_add(1, std::memory_order_relaxed);
+void random_bytes(std::span<std::byte> out) {
+  // getrandom(2) draws from the kernel CSPRNG; flags 0 blocks only until it is seeded at boot.
+  // Reads above 256 bytes may return short, so loop; EINTR is retried.
+  std::size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n = ::getrandom(out.data() + done, out.size() - done, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      raise(errc::internal, std::string("getrandom failed: ") + std::strerror(errno));
+    }
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+std::string random_hex(std::size_t bytes) {
   static constexpr char hex[] = "0123456789abcdef";
-  std::string out(32, '0');
-  for (int i = 0; i < 16; ++i) {
-    out[static_cast<std::size_t>(i)] = hex[(a >> (60 - 4 * i)) & 15];
-    out[static_cast<std::size_t>(16 + i)] = hex[(b >> (60 - 4 * i)) & 15];
+  std::vector<std::byte> raw(bytes);
+  random_bytes(raw);
+  std::string out(bytes * 2, '0');
+  for (std::size_t i = 0; i < bytes; ++i) {
+    const auto b = std::to_integer<unsigned>(raw[i]);
+    out[2 * i] = hex[b >> 4];
+    out[2 * i + 1] = hex[b & 15];
   }
   return out;
 }
+
+std::string random_token() { return random_hex(16); }
 
 } // namespace casecore::detail

@@ -1,6 +1,7 @@
 #include <casecore/value.hpp>
 
 #include <charconv>
+#include <cstdio>
 
 namespace casecore::detail {
 
@@ -18,6 +19,13 @@ std::string_view type_name(const value& v) {
 
 void throw_bad_cast(std::string_view wanted, const value& got) {
   raise(errc::backend_error, "cannot read a " + std::string(type_name(got)) + " column as " + std::string(wanted));
+}
+
+void throw_out_of_range(double got, int digits, bool is_signed) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", got);
+  raise(errc::backend_error, std::string("a double column value ") + buf + " does not fit a " + (is_signed ? "signed " : "unsigned ") +
+                                 std::to_string(digits + (is_signed ? 1 : 0)) + "-bit integer");
 }
 
 std::int64_t parse_int(std::string_view text) {

@@ -153,6 +153,7 @@ TEST_CASE("cli: outbox pending and metrics, plain and JSON") {
 
 TEST_CASE("cli: errors go to stderr with typed exit codes") {
   scratch_database s;
+  s.open(); // the database exists (only migrate creates a missing SQLite file)
   auto r = cli(s, {});
   CHECK(r.code == 2); // a subcommand is required
   CHECK_FALSE(r.err.empty());
@@ -483,7 +484,16 @@ TEST_CASE("cli: new commands report bad URLs, unavailable and unmigrated databas
     auto r = cli_process(args, s.folder()).wait();
     CHECK(r.code == 2);
     CHECK(has(r.err, "[bad_url]"));
-    r = cli(s, cmd); // not migrated yet
+    if (s.kind() == casecore::testing::backend_kind::sqlite) {
+      r = cli(s, cmd); // no database file yet: an error, and none is created
+      CHECK(r.code == 4);
+      CHECK(has(r.err, "no SQLite database"));
+      CHECK_FALSE(std::filesystem::exists(parse_url(s.url()).target));
+    }
+  }
+  s.open(); // an empty database, not migrated
+  for (const auto& cmd : std::vector<std::vector<std::string>>{{"counter", "show"}, {"file", "list", "c"}, {"lease", "list"}, {"job", "stats"}}) {
+    const auto r = cli(s, cmd);
     CHECK(r.code == 1);
     CHECK(has(r.err, "run `casecore migrate` first"));
   }

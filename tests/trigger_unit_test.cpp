@@ -3,6 +3,8 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <limits>
+#include <set>
 
 using namespace casecore;
 using namespace casecore::trigger;
@@ -93,7 +95,10 @@ TEST_CASE("trigger: a replayed nonce is accepted exactly once across concurrent 
 TEST_CASE("trigger: the nonce memory is bounded and forgets only expired nonces") {
   auto store = std::make_shared<memory_nonce_store>(2);
   signer s(key);
-  verifier v(key, store, verify_options{std::chrono::seconds(60)});
+  verify_options o;
+  o.window = std::chrono::seconds(60);
+  o.max_clock_skew = std::chrono::seconds(0); // one process, one clock
+  verifier v(key, store, o);
   CHECK(v.check("GET", "/a", "", s.sign("GET", "/a", "", now, "nonce-00000000000a1"), now) == verdict::ok);
   CHECK(v.check("GET", "/a", "", s.sign("GET", "/a", "", now, "nonce-00000000000a2"), now) == verdict::ok);
   CHECK(v.check("GET", "/a", "", s.sign("GET", "/a", "", now, "nonce-00000000000a3"), now) == verdict::nonce_memory_full);
@@ -108,4 +113,88 @@ TEST_CASE("trigger: sign() with a fresh nonce verifies now") {
   const auto h = s.sign("POST", "/cron/retrain", "{}");
   CHECK_NOTHROW(v.verify("POST", "/cron/retrain", "{}", h));
   CHECK_THROWS_AS(v.verify("POST", "/cron/retrain", "{}", h), invalid_argument);
+}
+
+TEST_CASE("trigger: the nonce memory keeps a nonce for window + max_clock_skew") {
+  auto store = std::make_shared<memory_nonce_store>(10);
+  signer s(key);
+  verify_options o;
+  o.window = std::chrono::seconds(60);
+  o.max_clock_skew = std::chrono::seconds(30);
+  verifier v(key, store, o);
+  CHECK(v.check("GET", "/a", "", s.sign("GET", "/a", "", now, "nonce-00000000000b1"), now) == verdict::ok);
+  CHECK(v.check("GET", "/a", "", s.sign("GET", "/a", "", now + 85, "nonce-00000000000b2"), now + 85) == verdict::ok);
+  CHECK(store->size() == 2); // b1 is kept until now + 90
+  CHECK(v.check("GET", "/a", "", s.sign("GET", "/a", "", now + 91, "nonce-00000000000b3"), now + 91) == verdict::ok);
+  CHECK(store->size() == 2); // b1 forgotten now
+}
+
+// Issue 16 finding 9: patterned secrets passed the old check (32+ bytes, 8+ distinct characters,
+// not made only of known defaults).
+TEST_CASE("trigger: patterned secrets below 128 bits are refused") {
+  const std::vector<std::string> weak{
+      "changemechangemechangemechangemecha",          // a default repeated and cut mid-word
+      "your-secret-keyyour-secret-keyyour-sec",       // another, cut
+      "Password!Password!Password!Password!",         // a password repeated
+      "abcdefghabcdefghabcdefghabcdefgh",             // abcdefgh x 4
+      "0123456789abcdef0123456789abcdef",             // a run, twice
+      "qwertyuiopasdfghjklzxcvbnm1234567890",         // keyboard rows
+      "Summer2024!Summer2024!Summer2024!",            // a season repeated
+      "aaaaaaaabbbbbbbbccccccccddddddddeeeeeeee",     // runs of one character
+      "correcthorsecorrecthorsecorrecthorse",         // words repeated
+      "1a2b3c4d1a2b3c4d1a2b3c4d1a2b3c4d1a2b3c4d",     // a short random-looking block repeated
+  };
+  for (const auto& w : weak) {
+    CAPTURE(w);
+    CHECK(secret_strength_bits(w) < 128);
+    CHECK_THROWS_AS(signer{w}, invalid_argument);
+    CHECK_THROWS_AS(verifier{w}, invalid_argument);
+  }
+}
+
+TEST_CASE("trigger: random secrets pass; new_secret makes 64 hex digits of OS randomness") {
+  std::set<std::string> seen;
+  for (int i = 0; i < 200; ++i) {
+    const auto secret = new_secret();
+    CHECK(secret.size() == 64);
+    CHECK(secret.find_first_not_of("0123456789abcdef") == std::string::npos);
+    CHECK(secret_strength_bits(secret) >= 200);
+    CHECK_NOTHROW(signer{secret});
+    seen.insert(secret);
+  }
+  CHECK(seen.size() == 200);
+  // 40 random hex digits (160 bits) and a 32-byte base64 secret pass too.
+  CHECK_NOTHROW(signer{key});
+  CHECK_NOTHROW(signer{"q3Wv9+0ZkP1n/8xYbT2eLr6uHs4dGj7cMa5fNiKoQw0="});
+  // The check never quotes the secret back.
+  try {
+    signer{"Password!Password!Password!Password!"};
+  } catch (const casecore::error& e) {
+    CHECK(std::string(e.what()).find("Password") == std::string::npos);
+  }
+}
+
+// Issue 16 finding 12: now ± window overflowed for a huge window.
+TEST_CASE("trigger: the replay window and clock skew are capped; extreme timestamps cannot overflow") {
+  verify_options huge;
+  huge.window = std::chrono::seconds(std::numeric_limits<std::int64_t>::max());
+  CHECK_THROWS_AS(verifier(key, huge), invalid_argument);
+  verify_options day;
+  day.window = max_window;
+  CHECK_NOTHROW(verifier(key, day));
+  day.window = max_window + std::chrono::seconds(1);
+  CHECK_THROWS_AS(verifier(key, day), invalid_argument);
+  verify_options skew;
+  skew.max_clock_skew = std::chrono::seconds(-1);
+  CHECK_THROWS_AS(verifier(key, skew), invalid_argument);
+  skew.max_clock_skew = max_clock_skew_limit + std::chrono::seconds(1);
+  CHECK_THROWS_AS(verifier(key, skew), invalid_argument);
+
+  verifier v(key);
+  const std::string sig(64, 'a');
+  for (const auto& ts : {std::string("9223372036854775807"), std::string("-9223372036854775808"), std::string("0"), std::string("-1")})
+    CHECK(v.check("POST", "/x", "", "t=" + ts + ",n=nonce-0000000000099,s=" + sig, now) == verdict::expired);
+  CHECK(v.check("POST", "/x", "", "t=9223372036854775808,n=nonce-0000000000099,s=" + sig, now) == verdict::malformed);
+  for (const auto bad_now : {std::numeric_limits<std::int64_t>::max(), std::numeric_limits<std::int64_t>::min(), std::int64_t{0}})
+    CHECK_THROWS_AS(v.check("POST", "/x", "", "t=1,n=nonce-0000000000099,s=" + sig, bad_now), invalid_argument);
 }

@@ -3,7 +3,14 @@
 // Every command takes --db URL (default sqlite:casecore.db, or $CASECORE_DB) and --json. Output
 // goes to stdout, errors to stderr with a typed exit code (see exit_code()). Each command is one
 // add_<command>() function that registers a CLI11 subcommand and the action it runs.
+//
+// Hostile text: every string that came from the database or the command line is printed through
+// text() (controls, DEL, C1, bidi overrides and invalid UTF-8 escaped, docs/cli.md), so a lease
+// owner holding ESC sequences cannot drive the operator's terminal or forge table rows; --json is
+// always valid UTF-8. Read-only commands open SQLite read-only and without create: a typo'd --db is
+// an error, never a new file, and they never change the journal mode.
 #include <casecore/detail/json.hpp>
+#include <casecore/detail/text.hpp>
 #include <casecore/counter.hpp>
 #include <casecore/file_registry.hpp>
 #include <casecore/job_queue.hpp>
@@ -12,6 +19,8 @@
 #include <casecore/migration.hpp>
 #include <casecore/open.hpp>
 #include <casecore/outbox.hpp>
+#include <casecore/sqlite/sqlite.hpp>
+#include <casecore/trigger.hpp>
 #include <casecore/url.hpp>
 
 #include <CLI/CLI.hpp>
@@ -19,6 +28,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
+#include <limits>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -27,6 +38,7 @@
 #include <iostream>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -66,12 +78,43 @@ int exit_code(errc code) {
   }
 }
 
+/// How a command uses the database.
+enum class access {
+  read,   ///< looks only: SQLite read-only, no create, journal mode untouched
+  write,  ///< changes rows of an existing, migrated database: no create
+  create, ///< migrate: may create the SQLite file (0600)
+};
+
 /// Options every command shares.
 struct context {
   std::string db_url = "sqlite:casecore.db";
   bool json = false;
-  database open_db() const { return casecore::open(db_url); }
+  database open_db(access mode) const {
+    const auto url = parse_url(db_url);
+    if (url.scheme != "sqlite") return casecore::open(db_url); // PostgreSQL reads run READ ONLY already
+    sqlite::options o;
+    o.read_only = mode == access::read;
+    o.create = mode == access::create;
+    return sqlite::open(url, {}, o);
+  }
 };
+
+/// Text for a terminal: controls and invalid UTF-8 escaped (detail/text.hpp).
+std::string text(std::string_view s) { return casecore::detail::escape_for_terminal(s); }
+
+/// Multi-line text of our own (help, CLI11's usage errors, which quote the arguments): each line
+/// escaped, the line breaks kept.
+std::string text_lines(std::string_view s) {
+  std::string out;
+  for (std::size_t start = 0; start < s.size();) {
+    const auto nl = s.find('\n', start);
+    out += text(s.substr(start, nl == std::string_view::npos ? std::string_view::npos : nl - start));
+    if (nl == std::string_view::npos) break;
+    out += '\n';
+    start = nl + 1;
+  }
+  return out;
+}
 
 // --- tiny JSON writer (the CLI's only JSON needs are flat objects and arrays) --------------------
 
@@ -95,6 +138,21 @@ std::string array(const std::vector<std::string>& items) {
 
 template <class N> std::string num(N n) { return std::to_string(n); }
 
+/// CLI11 turns "" into 0 and clamps an overflowing number to the limit; ids, tokens and limits are
+/// checked here instead: optional sign, digits only, in range.
+template <class N> CLI::Validator strict_integer() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        N v{};
+        const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+        if (s.empty() || ec != std::errc{} || end != s.data() + s.size())
+          return "must be a whole number from " + std::to_string(std::numeric_limits<N>::min()) + " to " +
+                 std::to_string(std::numeric_limits<N>::max());
+        return {};
+      },
+      "INTEGER");
+}
+
 std::string boolean(bool b) { return b ? "true" : "false"; }
 
 /// "2025-03-01T12:00:00.123456Z" for a database-clock time; "-" for 0 (never).
@@ -110,9 +168,10 @@ std::string iso_time(micros t) {
   return std::string(buf) + frac;
 }
 
-/// Text tables: tab-separated columns under a header line (pipe through `column -t` to align).
+/// Text tables: tab-separated columns under a header line (pipe through `column -t` to align). Each
+/// cell is escaped, so a TAB or newline inside a value can never add a column or a row.
 void print_row(const std::vector<std::string>& cells) {
-  for (std::size_t i = 0; i < cells.size(); ++i) std::cout << (i ? "\t" : "") << cells[i];
+  for (std::size_t i = 0; i < cells.size(); ++i) std::cout << (i ? "\t" : "") << text(cells[i]);
   std::cout << "\n";
 }
 
@@ -160,8 +219,8 @@ std::map<std::string, std::int64_t> table_counts(database& db) {
 
 /// Open the database and check that `component`'s tables exist, so an unmigrated database gets an
 /// actionable message instead of a "no such table" error.
-database open_migrated(const context& ctx, const std::string& component) {
-  auto db = ctx.open_db();
+database open_migrated(const context& ctx, const std::string& component, access mode) {
+  auto db = ctx.open_db(mode);
   if (!schema_versions(db).contains(component))
     raise(errc::backend_error, "the database has no " + component + " schema: run `casecore migrate` first");
   return db;
@@ -174,7 +233,7 @@ using action = std::function<void()>;
 void add_migrate(CLI::App& app, const context& ctx, action& run) {
   app.add_subcommand("migrate", "Apply casecore's schema migrations (safe to run concurrently)")->callback([&] {
     run = [&] {
-      auto db = ctx.open_db();
+      auto db = ctx.open_db(access::create);
       const auto report = migrate(db);
       if (ctx.json) {
         std::vector<std::string> applied;
@@ -183,7 +242,7 @@ void add_migrate(CLI::App& app, const context& ctx, action& run) {
         for (const auto& [c, v] : schema_versions(db)) versions.emplace_back(c, num(v));
         std::cout << object({{"applied", array(applied)}, {"versions", object(versions)}}) << "\n";
       } else {
-        for (const auto& a : report.applied) std::cout << "applied " << a << "\n";
+        for (const auto& a : report.applied) std::cout << "applied " << text(a) << "\n";
         std::cout << (report.applied.empty() ? "schema is up to date" : "done") << "\n";
       }
     };
@@ -193,7 +252,7 @@ void add_migrate(CLI::App& app, const context& ctx, action& run) {
 void add_status(CLI::App& app, const context& ctx, action& run) {
   app.add_subcommand("status", "Show schema versions, pool figures and row counts")->callback([&] {
     run = [&] {
-      auto db = ctx.open_db();
+      auto db = ctx.open_db(access::read);
       const auto versions = schema_versions(db);
       const auto counts = table_counts(db);
       const auto p = db.pool_stats();
@@ -210,13 +269,13 @@ void add_status(CLI::App& app, const context& ctx, action& run) {
                   << "\n";
         return;
       }
-      std::cout << "database  " << db.describe() << "\n";
+      std::cout << "database  " << text(db.describe()) << "\n";
       std::cout << "schema   ";
       if (versions.empty()) std::cout << " (not migrated)";
-      for (const auto& [k, n] : versions) std::cout << " " << k << "=" << n;
+      for (const auto& [k, n] : versions) std::cout << " " << text(k) << "=" << n;
       std::cout << "\npool      capacity=" << p.capacity << " in_use=" << p.in_use << " idle=" << p.idle
                 << " waiting=" << p.waiting << " timeouts=" << p.timeouts << "\n";
-      for (const auto& [k, n] : counts) std::cout << "table     " << k << " " << n << "\n";
+      for (const auto& [k, n] : counts) std::cout << "table     " << text(k) << " " << n << "\n";
     };
   });
 }
@@ -224,7 +283,7 @@ void add_status(CLI::App& app, const context& ctx, action& run) {
 void add_metrics(CLI::App& app, const context& ctx, action& run) {
   app.add_subcommand("metrics", "Print metrics in Prometheus text format")->callback([&] {
     run = [&] {
-      auto db = ctx.open_db();
+      auto db = ctx.open_db(access::read);
       metrics::registry registry;
       registry.add_database(db, "main");
       registry.add_collector([&](metrics::sample_sink& sink) {
@@ -261,7 +320,7 @@ void add_outbox(CLI::App& app, const context& ctx, action& run) {
   pending->add_option("TOPIC", *topic, "Outbox topic")->required();
   pending->callback([&ctx, &run, topic] {
     run = [&ctx, topic] {
-      auto db = ctx.open_db();
+      auto db = ctx.open_db(access::read);
       const auto n = outbox::pending(db, *topic);
       if (ctx.json) std::cout << object({{"topic", quote(*topic)}, {"pending", num(n)}}) << "\n";
       else std::cout << n << "\n";
@@ -289,7 +348,7 @@ void add_counter(CLI::App& app, const context& ctx, action& run) {
       counter::check_scope(args->scope);
       // Validate the pattern before a number is taken: a bad pattern must not burn one.
       if (!args->format.empty()) counter::format_number(args->format, args->scope, 1, args->name);
-      auto db = open_migrated(ctx, "casecore.counters");
+      auto db = open_migrated(ctx, "casecore.counters", access::write);
       // The in-transaction next: the number is gapless (the standalone next(db) prefetches blocks and
       // would leave gaps when this short-lived process exits).
       const auto n = db.write([&](transaction& tx) { return counter::next(tx, args->name, args->scope); });
@@ -299,7 +358,7 @@ void add_counter(CLI::App& app, const context& ctx, action& run) {
         if (!args->format.empty()) f.emplace_back("formatted", quote(formatted));
         std::cout << object(f) << "\n";
       } else {
-        std::cout << (args->format.empty() ? num(n) : formatted) << "\n";
+        std::cout << (args->format.empty() ? num(n) : text(formatted)) << "\n";
       }
     };
   });
@@ -312,7 +371,7 @@ void add_counter(CLI::App& app, const context& ctx, action& run) {
     run = [&ctx, args, by_scope] {
       if (!args->name.empty()) counter::check_name(args->name);
       if (by_scope) counter::check_scope(args->scope);
-      auto db = open_migrated(ctx, "casecore.counters");
+      auto db = open_migrated(ctx, "casecore.counters", access::read);
       auto all = db.read([&](transaction& tx) { return counter::list(tx, args->name); });
       std::erase_if(all, [&](const counter::entry& e) { return by_scope && e.scope != args->scope; });
       if (all.empty() && (!args->name.empty() || by_scope))
@@ -333,16 +392,18 @@ void add_counter(CLI::App& app, const context& ctx, action& run) {
 
 // --- files ---------------------------------------------------------------------------------------
 
-/// --blobs, else $CASECORE_BLOBS, else `<stem>.blobs` beside an SQLite file, else ./casecore-blobs.
+/// --blobs, else $CASECORE_BLOBS, else `<stem>.blobs` beside an SQLite file. Never a folder in the
+/// current directory by default: wherever the operator happens to stand (a shared or world-writable
+/// folder) is not a place to trust with evidence, so PostgreSQL needs the folder named.
 std::filesystem::path blob_dir(const context& ctx, const std::string& given) {
   if (!given.empty()) return given;
   if (const char* env = std::getenv("CASECORE_BLOBS"); env && *env) return env;
   const auto url = parse_url(ctx.db_url);
-  if (url.scheme == "sqlite" && url.target != ":memory:") {
-    std::filesystem::path db_file(url.target);
+  if (url.scheme == "sqlite" && url.target != ":memory:" && !url.target.starts_with("file:")) {
+    const auto db_file = std::filesystem::absolute(url.target);
     return db_file.parent_path() / (db_file.stem().string() + ".blobs");
   }
-  return "casecore-blobs";
+  raise(errc::invalid_argument, "name the blob folder with --blobs DIR or CASECORE_BLOBS (there is no default for this database)");
 }
 
 std::string default_actor() {
@@ -366,14 +427,14 @@ void add_file(CLI::App& app, const context& ctx, action& run) {
   auto* reg = cmd->add_subcommand("register", "Register the file at PATH for CASE (idempotent per content and name)");
   reg->add_option("CASE", args->case_id, "Case id")->required();
   reg->add_option("PATH", args->path, "File to register")->required();
-  reg->add_option("--blobs", args->blobs, "Blob directory (default: $CASECORE_BLOBS, <db>.blobs beside an SQLite file, ./casecore-blobs)");
+  reg->add_option("--blobs", args->blobs, "Blob directory (default: $CASECORE_BLOBS, or <db>.blobs beside an SQLite file; required for PostgreSQL)");
   reg->add_option("--name", args->name, "Original name to record (default: PATH's file name)");
   reg->add_option("--actor", args->actor, "Who registers it (default: cli:$USER)");
   reg->callback([&ctx, &run, args] {
     run = [&ctx, args] {
       const auto name = args->name.empty() ? std::filesystem::path(args->path).filename().string() : args->name;
       validate_file_name(name);
-      auto db = open_migrated(ctx, "casecore.files");
+      auto db = open_migrated(ctx, "casecore.files", access::write);
       const auto dir = blob_dir(ctx, args->blobs);
       auto store = make_local_blob_store(dir);
       file_registry files(db, *store);
@@ -386,9 +447,9 @@ void add_file(CLI::App& app, const context& ctx, action& run) {
                   << "\n";
         return;
       }
-      std::cout << status << " " << r.id << " " << r.sha256 << "\n";
+      std::cout << status << " " << r.id << " " << text(r.sha256) << "\n";
       if (r.status == registration_status::duplicate)
-        std::cout << "first registered by " << r.registered_by << " at " << iso_time(r.registered_at) << "\n";
+        std::cout << "first registered by " << text(r.registered_by) << " at " << iso_time(r.registered_at) << "\n";
     };
   });
 
@@ -396,7 +457,7 @@ void add_file(CLI::App& app, const context& ctx, action& run) {
   list->add_option("CASE", args->case_id, "Case id")->required();
   list->callback([&ctx, &run, args] {
     run = [&ctx, args] {
-      auto db = open_migrated(ctx, "casecore.files");
+      auto db = open_migrated(ctx, "casecore.files", access::read);
       auto no_blobs = make_memory_blob_store(); // listing reads rows only
       const auto all = file_registry(db, *no_blobs).files_of_case(args->case_id);
       if (ctx.json) {
@@ -424,7 +485,7 @@ void confirm_force(const std::string& name, const std::string& confirmation, boo
   if (yes || confirmation == name) return;
   if (!confirmation.empty()) raise(errc::invalid_argument, "--confirm does not match the lease name; nothing released");
   if (::isatty(STDIN_FILENO)) {
-    std::cerr << "Forcing '" << name << "' lets another holder in while the current one may still be running.\n"
+    std::cerr << "Forcing '" << text(name) << "' lets another holder in while the current one may still be running.\n"
               << "Type the lease name to confirm: " << std::flush;
     std::string typed;
     std::getline(std::cin, typed);
@@ -447,7 +508,7 @@ void add_lease(CLI::App& app, const context& ctx, action& run) {
   list->add_option("--prefix", args->prefix, "Only names starting with this");
   list->callback([&ctx, &run, args] {
     run = [&ctx, args] {
-      auto db = open_migrated(ctx, "casecore.lease");
+      auto db = open_migrated(ctx, "casecore.lease", access::read);
       const auto all = lease::list(db, args->prefix);
       if (ctx.json) {
         std::vector<std::string> items;
@@ -464,7 +525,7 @@ void add_lease(CLI::App& app, const context& ctx, action& run) {
   auto* rel = cmd->add_subcommand("release", "Release NAME held by --owner with --token, or --force it (dangerous)");
   rel->add_option("NAME", args->name, "Lease name")->required();
   auto* owner = rel->add_option("--owner", args->owner, "The holder's owner name");
-  auto* token = rel->add_option("--token", args->token, "The holder's fencing token");
+  auto* token = rel->add_option("--token", args->token, "The holder's fencing token")->check(strict_integer<std::int64_t>());
   auto* force = rel->add_flag("--force", args->force, "Release whoever holds it (see docs/cli.md)");
   rel->add_option("--confirm", args->confirmation, "With --force: the lease name again");
   rel->add_flag("--yes", args->yes, "With --force: skip the confirmation");
@@ -476,7 +537,7 @@ void add_lease(CLI::App& app, const context& ctx, action& run) {
     run = [&ctx, args] {
       if (args->force) {
         confirm_force(args->name, args->confirmation, args->yes);
-        auto db = open_migrated(ctx, "casecore.lease");
+        auto db = open_migrated(ctx, "casecore.lease", access::write);
         const auto before = lease::force_release(db, args->name);
         if (ctx.json) {
           std::cout << object({{"name", quote(args->name)}, {"forced", "true"}, {"was_held", boolean(before.held)},
@@ -486,15 +547,15 @@ void add_lease(CLI::App& app, const context& ctx, action& run) {
           return;
         }
         if (!before.held) {
-          std::cout << "lease " << args->name << " was not held (last holder " << before.owner << ", token " << before.token << ")\n";
+          std::cout << "lease " << text(args->name) << " was not held (last holder " << text(before.owner) << ", token " << before.token << ")\n";
           return;
         }
-        std::cout << "force-released " << args->name << ": it was held by " << before.owner << " (token " << before.token
+        std::cout << "force-released " << text(args->name) << ": it was held by " << text(before.owner) << " (token " << before.token
                   << ", until " << iso_time(before.expires_at) << ")\n"
-                  << "warning: " << before.owner << " may still be running; only writes fenced by its token are refused\n";
+                  << "warning: " << text(before.owner) << " may still be running; only writes fenced by its token are refused\n";
         return;
       }
-      auto db = open_migrated(ctx, "casecore.lease");
+      auto db = open_migrated(ctx, "casecore.lease", access::write);
       if (!lease::release(db, lease::grant{args->name, args->owner, args->token, 0})) {
         const auto now = lease::inspect(db, args->name);
         if (!now) raise(errc::not_found, "lease '" + args->name + "' was never acquired");
@@ -506,7 +567,7 @@ void add_lease(CLI::App& app, const context& ctx, action& run) {
         std::cout << object({{"name", quote(args->name)}, {"released", "true"}, {"owner", quote(args->owner)}, {"token", num(args->token)}})
                   << "\n";
       else
-        std::cout << "released " << args->name << "\n";
+        std::cout << "released " << text(args->name) << "\n";
     };
   });
 }
@@ -546,18 +607,18 @@ jobs::job existing_job(database& db, std::int64_t id) {
 void print_job(const jobs::job& j, const std::vector<jobs::stage_record>& stages) {
   std::cout << "job       " << j.id << "\n"
             << "state     " << jobs::to_string(j.state) << (j.cancel_requested && j.state == jobs::job_state::running ? " (cancel requested)" : "") << "\n"
-            << "operation " << j.operation << "\n"
-            << "subject   " << j.subject << "\n"
-            << "stage     " << stage_of(j) << " (" << j.current_stage << "/" << j.stages.size() << ")\n"
+            << "operation " << text(j.operation) << "\n"
+            << "subject   " << text(j.subject) << "\n"
+            << "stage     " << text(stage_of(j)) << " (" << j.current_stage << "/" << j.stages.size() << ")\n"
             << "attempts  " << j.attempts << "/" << j.max_attempts << "\n"
             << "priority  " << j.priority << "\n";
-  if (!j.concurrency_key.empty()) std::cout << "key       " << j.concurrency_key << "\n";
+  if (!j.concurrency_key.empty()) std::cout << "key       " << text(j.concurrency_key) << "\n";
   if (j.state == jobs::job_state::running)
-    std::cout << "worker    " << j.lease_owner << " (epoch " << j.lease_epoch << ", lease until " << iso_time(j.lease_expires_at) << ")\n";
+    std::cout << "worker    " << text(j.lease_owner) << " (epoch " << j.lease_epoch << ", lease until " << iso_time(j.lease_expires_at) << ")\n";
   std::cout << "created   " << iso_time(j.created_at) << "\n"
             << "run_at    " << iso_time(j.run_at) << "\n"
             << "finished  " << iso_time(j.finished_at) << "\n";
-  if (!j.last_error.empty()) std::cout << "error     " << j.last_error << "\n";
+  if (!j.last_error.empty()) std::cout << "error     " << text(j.last_error) << "\n";
   std::cout << "\n";
   print_row({"position", "stage", "state", "attempts", "started_at", "duration_ms", "error"});
   for (std::size_t i = 0; i < j.stages.size(); ++i) {
@@ -584,7 +645,7 @@ void add_job(CLI::App& app, const context& ctx, action& run) {
 
   auto* list = cmd->add_subcommand("list", "List jobs, newest first");
   list->add_option("--state", args->state, "queued, running, succeeded, failed or cancelled");
-  list->add_option("--limit", args->limit, "At most this many (1..10000)")->capture_default_str();
+  list->add_option("--limit", args->limit, "At most this many (1..10000)")->check(strict_integer<std::size_t>())->capture_default_str();
   list->callback([&ctx, &run, args] {
     run = [&ctx, args] {
       std::optional<jobs::job_state> state;
@@ -592,7 +653,7 @@ void add_job(CLI::App& app, const context& ctx, action& run) {
         state = jobs::state_from_string(args->state);
         if (!state) raise(errc::invalid_argument, "unknown job state '" + args->state + "' (queued, running, succeeded, failed, cancelled)");
       }
-      auto db = open_migrated(ctx, "casecore.jobs");
+      auto db = open_migrated(ctx, "casecore.jobs", access::read);
       const auto all = jobs::list(db, state, args->limit);
       if (ctx.json) {
         std::vector<std::string> items;
@@ -608,10 +669,10 @@ void add_job(CLI::App& app, const context& ctx, action& run) {
   });
 
   auto* show = cmd->add_subcommand("show", "Show one job with its stages, timings and errors");
-  show->add_option("ID", args->id, "Job id")->required();
+  show->add_option("ID", args->id, "Job id")->required()->check(strict_integer<std::int64_t>());
   show->callback([&ctx, &run, args] {
     run = [&ctx, args] {
-      auto db = open_migrated(ctx, "casecore.jobs");
+      auto db = open_migrated(ctx, "casecore.jobs", access::read);
       const auto j = existing_job(db, args->id);
       const auto stages = jobs::stages(db, args->id);
       if (!ctx.json) {
@@ -625,21 +686,21 @@ void add_job(CLI::App& app, const context& ctx, action& run) {
   });
 
   auto* retry = cmd->add_subcommand("retry", "Requeue a failed or cancelled job at the stage where it stopped");
-  retry->add_option("ID", args->id, "Job id")->required();
+  retry->add_option("ID", args->id, "Job id")->required()->check(strict_integer<std::int64_t>());
   retry->callback([&ctx, &run, args] {
     run = [&ctx, args] {
-      auto db = open_migrated(ctx, "casecore.jobs");
+      auto db = open_migrated(ctx, "casecore.jobs", access::write);
       const auto j = jobs::retry(db, args->id);
       if (ctx.json) std::cout << job_json(j) << "\n";
-      else std::cout << "requeued job " << j.id << " at stage " << stage_of(j) << " (" << j.current_stage << "/" << j.stages.size() << ")\n";
+      else std::cout << "requeued job " << j.id << " at stage " << text(stage_of(j)) << " (" << j.current_stage << "/" << j.stages.size() << ")\n";
     };
   });
 
   auto* cancel = cmd->add_subcommand("cancel", "Cancel a queued job, or ask a running one to stop");
-  cancel->add_option("ID", args->id, "Job id")->required();
+  cancel->add_option("ID", args->id, "Job id")->required()->check(strict_integer<std::int64_t>());
   cancel->callback([&ctx, &run, args] {
     run = [&ctx, args] {
-      auto db = open_migrated(ctx, "casecore.jobs");
+      auto db = open_migrated(ctx, "casecore.jobs", access::write);
       existing_job(db, args->id); // not_found before anything is written
       if (!jobs::cancel(db, args->id))
         raise(errc::invalid_transition, "job " + std::to_string(args->id) + " is " + std::string(jobs::to_string(existing_job(db, args->id).state)) +
@@ -648,7 +709,7 @@ void add_job(CLI::App& app, const context& ctx, action& run) {
       const bool ended = after.state == jobs::job_state::cancelled;
       if (ctx.json) std::cout << object({{"id", num(after.id)}, {"state", quote(jobs::to_string(after.state))}, {"cancel_requested", boolean(after.cancel_requested)}}) << "\n";
       else if (ended) std::cout << "cancelled job " << after.id << "\n";
-      else std::cout << "cancel requested for running job " << after.id << " (worker " << after.lease_owner
+      else std::cout << "cancel requested for running job " << after.id << " (worker " << text(after.lease_owner)
                      << " stops at its next stage boundary or heartbeat)\n";
     };
   });
@@ -656,7 +717,7 @@ void add_job(CLI::App& app, const context& ctx, action& run) {
   auto* stats = cmd->add_subcommand("stats", "Counts by state and stage, ready jobs, oldest ready age, stuck jobs");
   stats->callback([&ctx, &run] {
     run = [&ctx] {
-      auto db = open_migrated(ctx, "casecore.jobs");
+      auto db = open_migrated(ctx, "casecore.jobs", access::read);
       const auto q = jobs::inspect(db);
       if (ctx.json) {
         std::vector<std::pair<std::string, std::string>> by_state, by_stage;
@@ -674,7 +735,7 @@ void add_job(CLI::App& app, const context& ctx, action& run) {
         const auto it = q.by_state.find(std::string(jobs::to_string(st)));
         std::cout << "state " << jobs::to_string(st) << " " << (it == q.by_state.end() ? 0 : it->second) << "\n";
       }
-      for (const auto& [k, n] : q.active_by_stage) std::cout << "stage " << k << " " << n << "\n";
+      for (const auto& [k, n] : q.active_by_stage) std::cout << "stage " << text(k) << " " << n << "\n";
       char age[32];
       std::snprintf(age, sizeof age, "%.3f", static_cast<double>(q.oldest_ready_age) / 1e6);
       std::cout << "ready " << q.ready << "\noldest_ready_age_s " << age << "\nstuck";
@@ -682,6 +743,21 @@ void add_job(CLI::App& app, const context& ctx, action& run) {
       std::cout << "\n";
     };
   });
+}
+
+// --- triggers ------------------------------------------------------------------------------------
+
+void add_trigger(CLI::App& app, const context& ctx, action& run) {
+  auto* cmd = app.add_subcommand("trigger", "Signed trigger requests (cron calls, webhooks)");
+  cmd->require_subcommand(1);
+  cmd->add_subcommand("new-secret", "Print a new trigger secret: 32 random bytes from the OS CSPRNG as 64 hex digits")
+      ->callback([&ctx, &run] {
+        run = [&ctx] {
+          const auto secret = trigger::new_secret();
+          if (ctx.json) std::cout << object({{"secret", quote(secret)}, {"bits", num(256)}}) << "\n";
+          else std::cout << secret << "\n";
+        };
+      });
 }
 
 } // namespace
@@ -703,11 +779,15 @@ int main(int argc, char** argv) {
   add_file(app, ctx, run);
   add_lease(app, ctx, run);
   add_job(app, ctx, run);
+  add_trigger(app, ctx, run);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
+    std::ostringstream out, err;
+    const int code = app.exit(e, out, err);
+    std::cout << text_lines(out.str()) << std::flush;
+    std::cerr << text_lines(err.str()) << std::flush;
     return code == 0 ? exit_ok : exit_usage;
   }
   try {
@@ -715,10 +795,10 @@ int main(int argc, char** argv) {
     std::cout.flush();
     return std::cout ? exit_ok : exit_failure;
   } catch (const casecore::error& e) {
-    std::cerr << "casecore: " << e.what() << " [" << casecore::to_string(e.code()) << "]\n";
+    std::cerr << "casecore: " << text(e.what()) << " [" << casecore::to_string(e.code()) << "]\n";
     return exit_code(e.code());
   } catch (const std::exception& e) {
-    std::cerr << "casecore: " << e.what() << "\n";
+    std::cerr << "casecore: " << text(e.what()) << "\n";
     return exit_failure;
   }
 }

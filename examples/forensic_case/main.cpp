@@ -216,7 +216,7 @@ void upload_storm(casecore::database& db, casecore::file_registry& reg, const st
             tx.after_commit([&] { ++fig.duplicates; });
             return;
           }
-          auto spec = casescope.make("full", "file:" + std::to_string(r.id), staged.sha256);
+          auto spec = casescope.make("full", "file:" + std::to_string(r.id), staged.sha256());
           spec.concurrency_key = "case:" + e.case_id;
           const bool created = casecore::jobs::enqueue(tx, spec).created;
           tx.after_commit([&, created] {

@@ -9,6 +9,9 @@
 // is gone. Thread safety: a staging_area belongs to one import (one thread at a time); create and
 // reclaim_stale may run concurrently anywhere. Failure modes: invalid_argument for a bad import id;
 // errc::backend_error for filesystem failures.
+// Privacy: import folders are 0700 and the owner file 0600; a root that create() makes is 0700.
+// Folder names end in a 128-bit token from the OS CSPRNG, so another user cannot guess them;
+// reclaim_stale never follows a symlink found in the root.
 #pragma once
 
 #include <casecore/value.hpp>

@@ -2,6 +2,9 @@
 //
 // A value is NULL, a 64-bit integer, a double, text or a blob. Statement parameters are converted
 // to values (never spliced into SQL text); results come back as a small materialised table.
+// Reading a double as an integer is range-checked: NaN, infinities and values whose truncation does
+// not fit the integer type throw errc::backend_error instead of converting (undefined behaviour in
+// C++; SQLite turns an overflowing integer expression into a double).
 // Thread safety: plain value types; a result is safe to read from many threads once built.
 #pragma once
 
@@ -10,6 +13,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -39,6 +43,17 @@ namespace detail {
 template <class T> struct is_optional : std::false_type {};
 template <class T> struct is_optional<std::optional<T>> : std::true_type {};
 [[noreturn]] void throw_bad_cast(std::string_view wanted, const value& got);
+[[noreturn]] void throw_out_of_range(double got, int digits, bool is_signed);
+
+/// `d` truncated to the integer type T, or errc::backend_error when it is NaN or does not fit.
+template <class T> T double_to_integer(double d) {
+  constexpr int digits = std::numeric_limits<T>::digits;                            // value bits
+  constexpr double limit = 2.0 * static_cast<double>(T{1} << (digits - 1));         // 2^digits, exact
+  constexpr double low = std::is_signed_v<T> ? -limit : -1.0;                      // exclusive unless signed
+  const bool fits = std::is_signed_v<T> ? (d >= low && d < limit) : (d > low && d < limit); // false for NaN
+  if (!fits) throw_out_of_range(d, digits, std::is_signed_v<T>);
+  return static_cast<T>(d);
+}
 std::int64_t parse_int(std::string_view text);
 double parse_double(std::string_view text);
 } // namespace detail
@@ -70,7 +85,7 @@ template <class T> T from_value(const value& v) {
   } else if constexpr (std::is_integral_v<T>) {
     if (auto p = std::get_if<std::int64_t>(&v)) return static_cast<T>(*p);
     if (auto s = std::get_if<std::string>(&v)) return static_cast<T>(detail::parse_int(*s));
-    if (auto d = std::get_if<double>(&v)) return static_cast<T>(*d);
+    if (auto d = std::get_if<double>(&v)) return detail::double_to_integer<T>(*d);
     detail::throw_bad_cast("integer", v);
   } else if constexpr (std::is_floating_point_v<T>) {
     if (auto d = std::get_if<double>(&v)) return static_cast<T>(*d);

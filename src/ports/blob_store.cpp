@@ -75,6 +75,12 @@ bool blob_store::put(std::string_view key, std::string_view bytes, const fence& 
 
 std::string blob_store::get(std::string_view key) { return do_get(checked_key(key)); }
 std::unique_ptr<blob_reader> blob_store::open_reader(std::string_view key) { return do_open_reader(checked_key(key)); }
+
+void blob_store::read(std::string_view key, const std::function<void(std::span<const std::byte>)>& sink) {
+  auto reader = do_open_reader(checked_key(key));
+  std::vector<std::byte> buf(std::size_t{1} << 16);
+  for (std::size_t n; (n = reader->read(buf)) > 0;) sink(std::span<const std::byte>(buf.data(), n));
+}
 bool blob_store::exists(std::string_view key) { return do_exists(checked_key(key)); }
 
 bool blob_store::remove(std::string_view key, const fence& guard) {

@@ -5,9 +5,13 @@
 #include <SQLiteCpp/Statement.h>
 #include <sqlite3.h>
 
+#include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <cstring>
 #include <ctime>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <unordered_map>
@@ -58,13 +62,50 @@ const char* pragma_value(synchronous s) {
   return "FULL";
 }
 
+// A plain file path (not ":memory:", not a "file:" URI, which SQLite parses itself).
+bool is_plain_file(const std::string& path) { return path != ":memory:" && !path.starts_with("file:") && !path.empty(); }
+
+// Before SQLite creates a database it is created here, empty and 0600: SQLite would use 0644 (less
+// the umask), and its -wal / -shm files copy the database file's mode. O_EXCL: an existing file,
+// or one another process creates at the same moment, is left exactly as it is.
+void create_private_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd >= 0) {
+    ::close(fd);
+    return;
+  }
+  if (errno == EEXIST) return;
+  raise(errc::configuration, "cannot create SQLite database '" + path + "': " + std::strerror(errno));
+}
+
+int open_flags(const std::string& path, const options& o) {
+  const bool memory = path == ":memory:";
+  if (o.read_only && !memory) return SQLite::OPEN_READONLY | SQLite::OPEN_NOMUTEX | SQLite::OPEN_URI;
+  return SQLite::OPEN_READWRITE | (o.create || memory ? SQLite::OPEN_CREATE : 0) | SQLite::OPEN_NOMUTEX | SQLite::OPEN_URI;
+}
+
+const std::string& prepared_path(const std::string& path, const options& o) {
+  if (!is_plain_file(path)) return path;
+  if (o.create && !o.read_only) create_private_file(path);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT)
+      raise(errc::not_found, "no SQLite database at '" + path + "' (only `casecore migrate` / a writable open creates one)");
+    return path; // let SQLite report it
+  }
+  // SQLite opens without O_NONBLOCK: a FIFO named as the database would block the open for good.
+  if (!S_ISREG(st.st_mode)) raise(errc::configuration, "SQLite database '" + path + "' is not a regular file");
+  return path;
+}
+
 class sqlite_connection final : public detail::connection {
 public:
   sqlite_connection(const std::string& path, const options& o)
-      : db_(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE | SQLite::OPEN_NOMUTEX | SQLite::OPEN_URI,
-            static_cast<int>(o.busy_timeout.count())),
+      : db_(prepared_path(path, o), open_flags(path, o), static_cast<int>(o.busy_timeout.count())),
         busy_timeout_(o.busy_timeout), current_busy_(o.busy_timeout) {
-    db_.exec("PRAGMA journal_mode=WAL");
+    // The journal mode is a property of the database file, not of the connection: only a writable
+    // open switches it, never a read-only look (`casecore status`).
+    if (!o.read_only) db_.exec("PRAGMA journal_mode=WAL");
     db_.exec(std::string("PRAGMA synchronous=") + pragma_value(o.sync));
     db_.exec("PRAGMA foreign_keys=ON");
     sqlite3_create_function_v2(db_.getHandle(), "casecore_now_us", 0, SQLITE_UTF8, nullptr, now_us_function,

@@ -28,9 +28,17 @@
 // Thread safety: every blob_store method may be called from many threads (and processes, for
 // stores that are shared) at once; concurrent commits of one key create it exactly once. A
 // blob_writer and a blob_reader belong to one thread. Failure modes: not_found from get() /
-// open_reader() (and from a reader whose blob was removed while it read); invalid_argument for a
-// malformed key or fence or a writer used after commit; lease_lost for a stale fence; any I/O
+// open_reader() / read() (and from a reader whose blob was removed while it read); invalid_argument
+// for a malformed key or fence or a writer used after commit; lease_lost for a stale fence; any I/O
 // failure as errc::backend_error.
+//
+// The local store is private by default: blobs 0600, folders 0700 (exact, whatever the umask),
+// and it refuses (errc::configuration) an existing store folder owned by another user or writable
+// by group / others beyond its dir_mode. Durability: a new shard folder's parent is fsynced, and a
+// commit that finds its key already there fsyncs the existing file and its folder before answering
+// "not created", so a row written after commit() never points at a blob lost to a power cut. It
+// trusts the folder's owner: content is not verified here (keys are opaque to a store); the file
+// registry, whose keys are content hashes, verifies what it finds (file_registry.hpp).
 #pragma once
 
 #include <casecore/ports/fence.hpp>
@@ -39,6 +47,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -119,6 +128,9 @@ public:
   std::string get(std::string_view key);
   /// Stream the content of `key` (not_found when absent).
   std::unique_ptr<blob_reader> open_reader(std::string_view key);
+  /// Push the content of `key` to `sink` in chunks (not_found when absent); memory stays at one
+  /// chunk. A convenience over open_reader().
+  void read(std::string_view key, const std::function<void(std::span<const std::byte>)>& sink);
   /// True when `key` is stored.
   bool exists(std::string_view key);
   /// Delete `key`; true when it existed. With a fence: lease_lost (nothing removed) when stale.
@@ -145,6 +157,15 @@ protected:
 /// Options of the local directory store.
 struct local_blob_store_options {
   bool fsync = true; ///< fsync file and directory on commit (turn off only for throwaway data)
+  /// Permission bits of blob files, applied exactly (fchmod, not subject to the umask). 0600: only the
+  /// store's owner reads the evidence; widen deliberately (0640 for a service group), never to others.
+  std::uint32_t file_mode = 0600;
+  /// Permission bits of the store's folders (root, objects/, tmp/, shards), applied exactly; 0700.
+  std::uint32_t dir_mode = 0700;
+  /// Refuse an existing store folder owned by another user or writable by group / others beyond
+  /// dir_mode (errc::configuration): its owner could plant blobs or symlinks. Turn off only for a
+  /// store whose owner you trust for another reason. Own folders wider than dir_mode are tightened.
+  bool check_ownership = true;
 };
 
 /// The default store: blobs as files under `dir` (objects/<2 hex>/<key>, temporaries in tmp/).
