@@ -233,7 +233,7 @@ void check_files(database& db, const worker_config& cfg, const std::multimap<std
   });
   std::int64_t dup_rows = 0, missing_blobs = 0, wrong = 0, told_twice = 0;
   for (const auto& [key, n] : per_key) dup_rows += n - 1;
-  auto store = make_local_blob_store(cfg.dir / "blobs", {false});
+  auto store = open_blob_store(cfg, db);
   for (const auto& [id, r] : rows)
     if (!store->exists(r.blob)) {
       ++missing_blobs;

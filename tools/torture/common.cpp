@@ -1,6 +1,10 @@
 // Schema, names, stats files and ledgers of casecore-torture.
 #include "torture.hpp"
 
+#ifdef CASECORE_WITH_POSTGRES
+#include <casecore/postgres/blob_store.hpp>
+#endif
+
 #include <casecore/migration.hpp>
 
 #include <fcntl.h>
@@ -131,6 +135,17 @@ bool report::ok() const {
   for (const auto& [k, v] : invariants)
     if (v != 0) return false;
   return true;
+}
+
+std::unique_ptr<casecore::blob_store> open_blob_store(const worker_config& cfg, casecore::database& db) {
+  if (cfg.blob_store == "postgres") {
+#ifdef CASECORE_WITH_POSTGRES
+    return casecore::postgres::make_blob_store(db);
+#else
+    casecore::raise(casecore::errc::unsupported, "built without PostgreSQL: no shared blob store");
+#endif
+  }
+  return casecore::make_local_blob_store(cfg.dir / "blobs", {false});
 }
 
 } // namespace torture

@@ -44,7 +44,25 @@ struct options {
   bool json = false;
   bool keep = false;
   std::string dir;
+  std::vector<std::string> hosts; // NETNS=ADDRESS: worker processes spread over these "hosts"
 };
+
+/// A host of a --host run: a network namespace and the address PostgreSQL listens on for it.
+struct host {
+  std::string netns, address;
+};
+
+// The URL with its (first) host replaced by `address`, as a worker on that host must use it.
+std::string url_on(const std::string& url, const std::string& address) {
+  const auto scheme = url.find("://");
+  if (scheme == std::string::npos) return url;
+  auto start = scheme + 3;
+  const auto slash = url.find('/', start);
+  if (const auto at = url.find('@', start); at != std::string::npos && at < slash) start = at + 1;
+  auto end = url.find_first_of(":/,?", start);
+  if (end == std::string::npos) end = url.size();
+  return url.substr(0, start) + address + url.substr(end);
+}
 
 // --- child side ----------------------------------------------------------------------------------
 
@@ -58,6 +76,7 @@ CASECORE_CHILD(torture_worker) {
   c.fault_rate = std::stod(args.at(5));
   c.seed = std::stoull(args.at(6));
   c.index = std::stoi(args.at(7));
+  if (args.size() > 8) c.blob_store = args.at(8);
   return torture::run_worker(c);
 }
 
@@ -66,15 +85,29 @@ CASECORE_CHILD(torture_worker) {
 /// Starts, kills and replaces workers, and reaps them at the end.
 class supervisor {
 public:
-  supervisor(const torture::worker_config& base, torture::report& rep) : base_(base), rep_(rep) {}
+  supervisor(const torture::worker_config& base, std::vector<host> hosts, torture::report& rep)
+      : base_(base), hosts_(std::move(hosts)), rep_(rep) {}
 
+  // A new worker; with hosts, the next one in turn: inside its network namespace, in a working
+  // folder of its own, reaching PostgreSQL at that host's address.
   void start() {
     auto& c = base_;
     c.index = started_++;
+    testing::child_options where;
+    auto url = c.url;
+    if (!hosts_.empty()) {
+      const auto& h = hosts_[static_cast<std::size_t>(c.index) % hosts_.size()];
+      where.netns = h.netns;
+      where.cwd = (c.dir / ("host-" + h.netns)).string();
+      std::filesystem::create_directories(where.cwd);
+      url = url_on(c.url, h.address);
+      ++rep_.figures["host_starts." + h.netns];
+    }
     workers_.emplace_back("torture_worker",
-                          std::vector<std::string>{c.url, c.run, c.dir.string(), std::to_string(c.threads),
+                          std::vector<std::string>{url, c.run, c.dir.string(), std::to_string(c.threads),
                                                    std::to_string(c.deadline_ms), std::to_string(c.fault_rate),
-                                                   std::to_string(c.seed), std::to_string(c.index)});
+                                                   std::to_string(c.seed), std::to_string(c.index), c.blob_store},
+                          where);
   }
 
   void kill_one(std::mt19937_64& rng) {
@@ -117,6 +150,7 @@ private:
   }
 
   torture::worker_config base_;
+  std::vector<host> hosts_;
   torture::report& rep_;
   std::list<testing::child_process> workers_; // not movable-assignable: a list never moves them
   int started_ = 0;
@@ -137,7 +171,13 @@ void record_restart(int rc, torture::report& rep) {
 }
 
 void drive(const options& o, const torture::worker_config& base, torture::report& rep) {
-  supervisor sup(base, rep);
+  std::vector<host> hosts;
+  for (const auto& h : o.hosts) {
+    const auto eq = h.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == h.size()) raise(errc::invalid_argument, "--host wants NETNS=ADDRESS, got '" + h + "'");
+    hosts.push_back({h.substr(0, eq), h.substr(eq + 1)});
+  }
+  supervisor sup(base, std::move(hosts), rep);
   for (int i = 0; i < o.processes; ++i) sup.start();
   std::mt19937_64 rng(o.seed ? o.seed : std::random_device{}());
   const auto start = now_ms();
@@ -222,6 +262,8 @@ int run(const options& o) {
   for (const char* sub : {"ledger", "stats", "blobs"}) std::filesystem::create_directories(cfg.dir / sub);
   cfg.threads = o.threads;
   cfg.fault_rate = o.fault_rate;
+  // Hosts share nothing but PostgreSQL: file content goes to the database too.
+  if (!o.hosts.empty()) cfg.blob_store = "postgres";
   cfg.seed = o.seed;
 
   database_options dbo;
@@ -261,6 +303,10 @@ int main(int argc, char** argv) {
   app.add_option("--pg-restart-cmd", o.restart_cmd, "Shell command run mid-run to restart the server (e.g. scripts/pg-cluster.sh restart DIR)");
   app.add_option("--restart-at", o.restart_at, "When to run the restart command, as a fraction of the run")->check(CLI::Range(0.0, 1.0));
   app.add_option("--seed", o.seed, "Seed of the operation mix and faults (0 = random)");
+  app.add_option("--host", o.hosts,
+                 "NETNS=ADDRESS (repeatable): run the workers in these network namespaces, reaching PostgreSQL at "
+                 "ADDRESS, each in its own working folder, sharing nothing but PostgreSQL (blobs included; "
+                 "scripts/hosts-torture.sh sets this up)");
   app.add_option("--dir", o.dir, "Folder for the run's ledgers, stats and blobs (default: a temporary folder)");
   app.add_flag("--keep", o.keep, "Keep the run folder even when every invariant holds");
   app.add_flag("--json", o.json, "Print the report as JSON");

@@ -13,6 +13,7 @@
 // Commits of unknown outcome are logged as such and are neither acknowledged nor counted as lost.
 #pragma once
 #include <casecore/database.hpp>
+#include <casecore/ports/blob_store.hpp>
 #include <casecore/repository.hpp>
 
 #include <cstdint>
@@ -34,7 +35,13 @@ struct worker_config {
   double fault_rate = 0;        ///< busy, serialization and disconnect rate each
   std::uint64_t seed = 0;       ///< base seed
   int index = 0;                ///< worker slot, and how many were started before it (incarnation)
+  /// Where file content lives: "local" (a folder of this machine, cfg.dir/blobs) or "postgres"
+  /// (chunk rows in the database: what hosts that share nothing but PostgreSQL use).
+  std::string blob_store = "local";
 };
+
+/// The blob store a run uses (see worker_config::blob_store).
+std::unique_ptr<casecore::blob_store> open_blob_store(const worker_config& cfg, casecore::database& db);
 
 /// A row of torture_hot: modify targets (role 0) and bounded-delta targets (role 1).
 struct hot_row {

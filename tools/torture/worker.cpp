@@ -41,7 +41,7 @@ public:
   worker(const worker_config& cfg, database db, std::shared_ptr<testing::fault_injector> faults)
       : cfg_(cfg), db_(std::move(db)), faults_(std::move(faults)),
         ledger_(cfg.dir / "ledger" / (std::to_string(::getpid()) + ".log")),
-        blobs_(make_local_blob_store(cfg.dir / "blobs", {false})), files_(db_, *blobs_) {}
+        blobs_(open_blob_store(cfg, db_)), files_(db_, *blobs_) {}
 
   void load_rows() {
     retrying("setup", [&] {
