@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-20} processes=${2:-3} threads=${3:-3} kill_every=${4:-5}
-torture=build/default/tools/casecore-torture
+torture=${CASECORE_TORTURE:-build/default/tools/casecore-torture} # the ctest entry passes its own build
 [[ -x $torture ]] || { echo "failover-torture: build first (cmake --build --preset default)" >&2; exit 2; }
 dir=$(mktemp -d "${TMPDIR:-/tmp}/casecore-failover-XXXXXX")
 chmod 0755 "$dir" # the clusters run as the postgres user
