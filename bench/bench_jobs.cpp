@@ -17,6 +17,7 @@
 
 #include <casecore/detail/step.hpp>
 #include <casecore/job_queue.hpp>
+#include <casecore/job_queue_admin.hpp>
 #include <casecore/migration.hpp>
 #include <casecore/open.hpp>
 #include <casecore/worker.hpp>

@@ -4,6 +4,7 @@
 #include <casecore/counter.hpp>
 #include <casecore/file_registry.hpp>
 #include <casecore/job_queue.hpp>
+#include <casecore/job_queue_admin.hpp>
 #include <casecore/lease.hpp>
 #include <casecore/migration.hpp>
 #include <casecore/outbox.hpp>

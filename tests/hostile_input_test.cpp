@@ -11,6 +11,7 @@
 #include <casecore/detail/text.hpp>
 #include <casecore/file_registry.hpp>
 #include <casecore/job_queue.hpp>
+#include <casecore/job_queue_admin.hpp>
 #include <casecore/lease.hpp>
 #include <casecore/migration.hpp>
 #include <casecore/open.hpp>

@@ -7,6 +7,7 @@
 #include <casecore/detail/text.hpp>
 #include <casecore/file_registry.hpp>
 #include <casecore/job_queue.hpp>
+#include <casecore/job_queue_admin.hpp>
 #include <casecore/lease.hpp>
 #include <casecore/migration.hpp>
 #include <casecore/testing/fixture.hpp>

@@ -1,7 +1,7 @@
 // The worker runtime: stage handlers over pipelines, retries that resume at the failed stage,
 // cancellation, graceful shutdown, fencing of a paused handler, and several worker processes with
 // one killed by SIGKILL mid-stage. Invariants are checked from the database. Both backends.
-#include "jobs_env.hpp"
+#include "job_test_env.hpp"
 
 #include <casecore/migration.hpp>
 #include <casecore/open.hpp>

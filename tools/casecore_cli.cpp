@@ -14,6 +14,7 @@
 #include <casecore/counter.hpp>
 #include <casecore/file_registry.hpp>
 #include <casecore/job_queue.hpp>
+#include <casecore/job_queue_admin.hpp>
 #include <casecore/lease.hpp>
 #include <casecore/metrics.hpp>
 #include <casecore/migration.hpp>

@@ -14,6 +14,7 @@
 
 #include <casecore/file_registry.hpp>
 #include <casecore/job_queue.hpp>
+#include <casecore/job_queue_admin.hpp>
 #include <casecore/lease.hpp>
 #include <casecore/migration.hpp>
 #include <casecore/ports/blob_store.hpp>

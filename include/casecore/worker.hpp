@@ -40,6 +40,7 @@
 #pragma once
 
 #include <casecore/job_queue.hpp>
+#include <casecore/job_queue_admin.hpp>
 #include <casecore/ports/task_transport.hpp>
 
 #include <atomic>

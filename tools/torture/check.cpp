@@ -5,6 +5,7 @@
 #include <casecore/counter.hpp>
 #include <casecore/hash.hpp>
 #include <casecore/job_queue.hpp>
+#include <casecore/job_queue_admin.hpp>
 #include <casecore/outbox.hpp>
 #include <casecore/ports/blob_store.hpp>
 

@@ -9,6 +9,7 @@
 #include <casecore/counter.hpp>
 #include <casecore/file_registry.hpp>
 #include <casecore/job_queue.hpp>
+#include <casecore/job_queue_admin.hpp>
 #include <casecore/lease.hpp>
 #include <casecore/open.hpp>
 #include <casecore/outbox.hpp>

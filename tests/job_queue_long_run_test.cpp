@@ -2,7 +2,7 @@
 // transaction; an empty claim does not read jobs due in the future; retention keeps exactly what it
 // says and one elected worker prunes; existing databases upgrade to the new schema. Behaviour only:
 // the speed claims are measured by `bench_jobs soak` (docs/PERFORMANCE.md).
-#include "jobs_env.hpp"
+#include "job_test_env.hpp"
 
 #include <casecore/detail/job_sql.hpp>
 #include <casecore/lease.hpp>

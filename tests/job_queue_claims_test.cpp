@@ -3,7 +3,7 @@
 // increase database-wide; a claim past its expiry is refused on the database clock even when nobody
 // reclaimed it; a holder stopped with SIGSTOP past its lease has every write refused. Both backends
 // (the slow-transaction case is PostgreSQL's: SQLite has one writer).
-#include "jobs_env.hpp"
+#include "job_test_env.hpp"
 
 #include <casecore/migration.hpp>
 #include <casecore/open.hpp>

@@ -2,6 +2,7 @@
 #include <casecore/detail/step.hpp>
 #include <casecore/detail/text.hpp>
 #include <casecore/job_queue.hpp>
+#include "job_queue_internal.hpp"
 #include <casecore/migration.hpp>
 
 #include <algorithm>
@@ -249,26 +250,7 @@ const std::string& check(dialect d) {
 
 namespace jobs {
 
-namespace {
-
-namespace sqlt = detail::job_sql;
-
-constexpr std::size_t bulk_chunk = 50;
-constexpr int bulk_columns = 9;
-constexpr std::int64_t advisory_limit_key = 0x636a6f62; // "cjob": serialises claims that honour limits
-constexpr std::string_view finished_states = "('succeeded', 'failed', 'cancelled')";
-
-bool is_name_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
-         c == '.' || c == ':';
-}
-
-void check_stage_name(std::string_view s) {
-  if (s.empty() || s.size() > 64 || !std::all_of(s.begin(), s.end(), is_name_char))
-    raise(errc::invalid_argument, "stage name must be 1..64 of [A-Za-z0-9_.:-]: '" + std::string(s) + "'");
-}
-
-void check_owner(std::string_view owner) { detail::check_printable(owner, "worker owner", 200); }
+namespace internal {
 
 // Milliseconds → microseconds for the database, refusing values whose product would overflow.
 std::int64_t checked_us(std::chrono::milliseconds ms, std::string_view what) {
@@ -276,25 +258,6 @@ std::int64_t checked_us(std::chrono::milliseconds ms, std::string_view what) {
   if (ms.count() < 0 || ms.count() > max_ms)
     raise(errc::invalid_argument, std::string(what) + " must be 0 ms .. 100 years");
   return ms.count() * 1000;
-}
-
-std::int64_t lease_us(std::chrono::milliseconds lease) {
-  if (lease.count() <= 0) raise(errc::invalid_argument, "job lease must be positive");
-  return checked_us(lease, "job lease");
-}
-
-std::string join_stages(const std::vector<std::string>& stages) {
-  if (stages.empty()) return "run";
-  if (stages.size() > 64) raise(errc::invalid_argument, "a job declares at most 64 stages");
-  std::string out;
-  std::set<std::string_view> seen;
-  for (const auto& s : stages) {
-    check_stage_name(s);
-    if (!seen.insert(s).second) raise(errc::invalid_argument, "stage '" + s + "' declared twice");
-    if (!out.empty()) out += ',';
-    out += s;
-  }
-  return out;
 }
 
 std::vector<std::string> split_stages(const std::string& joined) {
@@ -309,41 +272,6 @@ std::vector<std::string> split_stages(const std::string& joined) {
   }
   return out;
 }
-
-// Integers as one bound text parameter: '{1,2}' (a PostgreSQL array) or '[1,2]' (JSON for SQLite).
-std::string int_list(dialect d, const std::vector<std::int64_t>& v) {
-  const bool pg = d == dialect::postgresql;
-  std::string s(1, pg ? '{' : '[');
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    if (i) s += ',';
-    s += std::to_string(v[i]);
-  }
-  s += pg ? '}' : ']';
-  return s;
-}
-
-// A validated spec, ready to bind.
-struct prepared_spec {
-  const job_spec* spec;
-  std::string stages;
-  std::int64_t stage_count;
-};
-
-prepared_spec validate(const job_spec& s) {
-  // Operations, subjects and keys reach operators' terminals and JSON (issue 16 #5): printable UTF-8.
-  detail::check_printable(s.operation, "job operation", 100);
-  detail::check_printable(s.subject, "job subject", 200);
-  if (s.payload.size() > 1024 * 1024) raise(errc::invalid_argument, "job payload larger than 1 MiB");
-  if (s.max_attempts < 1 || s.max_attempts > 1000) raise(errc::invalid_argument, "job max_attempts must be 1..1000");
-  checked_us(s.delay, "job delay");
-  detail::check_printable(s.concurrency_key, "job concurrency_key", 200, true);
-  return {&s, join_stages(s.stages), s.stages.empty() ? 1 : static_cast<std::int64_t>(s.stages.size())};
-}
-
-constexpr std::string_view job_columns =
-    "id, operation, subject, payload, stages, current_stage, state, priority, run_at, attempts, max_attempts, "
-    "concurrency_key, cancel_requested, lease_owner, lease_epoch, lease_expires_at, heartbeat_at, last_error, "
-    "created_at, finished_at";
 
 job_state parse_state(const std::string& s) {
   if (s == "scheduled") return job_state::queued; // waiting for its run_at: queued, to the API
@@ -380,6 +308,79 @@ std::string sql(std::initializer_list<std::string_view> parts) {
   std::string out;
   for (auto p : parts) out += p;
   return out;
+}
+
+} // namespace internal
+
+using namespace internal;
+
+namespace {
+
+namespace sqlt = detail::job_sql;
+
+constexpr std::size_t bulk_chunk = 50;
+constexpr int bulk_columns = 9;
+constexpr std::int64_t advisory_limit_key = 0x636a6f62; // "cjob": serialises claims that honour limits
+
+bool is_name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+         c == '.' || c == ':';
+}
+
+void check_stage_name(std::string_view s) {
+  if (s.empty() || s.size() > 64 || !std::all_of(s.begin(), s.end(), is_name_char))
+    raise(errc::invalid_argument, "stage name must be 1..64 of [A-Za-z0-9_.:-]: '" + std::string(s) + "'");
+}
+
+void check_owner(std::string_view owner) { detail::check_printable(owner, "worker owner", 200); }
+
+std::int64_t lease_us(std::chrono::milliseconds lease) {
+  if (lease.count() <= 0) raise(errc::invalid_argument, "job lease must be positive");
+  return checked_us(lease, "job lease");
+}
+
+std::string join_stages(const std::vector<std::string>& stages) {
+  if (stages.empty()) return "run";
+  if (stages.size() > 64) raise(errc::invalid_argument, "a job declares at most 64 stages");
+  std::string out;
+  std::set<std::string_view> seen;
+  for (const auto& s : stages) {
+    check_stage_name(s);
+    if (!seen.insert(s).second) raise(errc::invalid_argument, "stage '" + s + "' declared twice");
+    if (!out.empty()) out += ',';
+    out += s;
+  }
+  return out;
+}
+
+// Integers as one bound text parameter: '{1,2}' (a PostgreSQL array) or '[1,2]' (JSON for SQLite).
+std::string int_list(dialect d, const std::vector<std::int64_t>& v) {
+  const bool pg = d == dialect::postgresql;
+  std::string s(1, pg ? '{' : '[');
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(v[i]);
+  }
+  s += pg ? '}' : ']';
+  return s;
+}
+
+// A validated spec, ready to bind.
+struct prepared_spec {
+  const job_spec* spec;
+  std::string stages;
+  std::int64_t stage_count;
+};
+
+prepared_spec validate(const job_spec& s) {
+  // Operations, subjects and keys reach operators' terminals and JSON (issue 16 #5): printable UTF-8.
+  detail::check_printable(s.operation, "job operation", 100);
+  detail::check_printable(s.subject, "job subject", 200);
+  if (s.payload.size() > 1024 * 1024) raise(errc::invalid_argument, "job payload larger than 1 MiB");
+  if (s.max_attempts < 1 || s.max_attempts > 1000) raise(errc::invalid_argument, "job max_attempts must be 1..1000");
+  checked_us(s.delay, "job delay");
+  detail::check_printable(s.concurrency_key, "job concurrency_key", 200, true);
+  return {&s, join_stages(s.stages), s.stages.empty() ? 1 : static_cast<std::int64_t>(s.stages.size())};
 }
 
 constexpr std::string_view insert_head =
@@ -913,40 +914,6 @@ bool acknowledge_cancel(database& db, const claim_ref& ref) {
   });
 }
 
-bool cancel(database& db, std::int64_t id) {
-  return db.write([&](transaction& tx) {
-    if (tx.exec("UPDATE casecore_jobs SET state = 'cancelled', cancel_requested = 1, finished_at = casecore_now_us() "
-                "WHERE id = $1 AND state IN ('queued', 'scheduled')",
-                id)
-            .affected() > 0)
-      return true;
-    return tx.exec("UPDATE casecore_jobs SET cancel_requested = 1 WHERE id = $1 AND state = 'running'", id).affected() > 0;
-  });
-}
-
-job retry(database& db, std::int64_t id) {
-  db.write([&](transaction& tx) {
-    auto r = tx.exec(tx.dialect() == dialect::postgresql
-                         ? "SELECT state, operation, subject FROM casecore_jobs WHERE id = $1 FOR UPDATE"
-                         : "SELECT state, operation, subject FROM casecore_jobs WHERE id = $1",
-                     id);
-    if (r.empty()) throw not_found("job " + std::to_string(id) + " does not exist");
-    const auto state = r[0].get<std::string>(0);
-    if (state != "failed" && state != "cancelled")
-      throw invalid_transition("job " + std::to_string(id) + " is " + std::string(to_string(parse_state(state))) +
-                               ": only failed or cancelled jobs can be retried");
-    // The waiting index would refuse the update anyway; checking first gives the operator the other job's id.
-    if (auto other = tx.query_optional<std::int64_t>(
-            "SELECT id FROM casecore_jobs WHERE operation = $1 AND subject = $2 AND state IN ('queued', 'scheduled')",
-            r[0].get<std::string>(1), r[0].get<std::string>(2)))
-      throw already_exists("job " + std::to_string(*other) + " is already waiting for the same operation and subject");
-    tx.exec("UPDATE casecore_jobs SET state = 'queued', attempts = 0, run_at = casecore_now_us(), finished_at = 0, "
-            "cancel_requested = 0, lease_owner = '', lease_expires_at = 0 WHERE id = $1",
-            id);
-  });
-  return *get(db, id);
-}
-
 std::size_t reclaim_expired(database& db) {
   std::size_t total = 0;
   // Short transactions of at most 100 rows; locked rows are skipped (their holder is finishing them)
@@ -960,124 +927,6 @@ std::size_t reclaim_expired(database& db) {
     if (n < 100) break;
   }
   return total;
-}
-
-std::size_t prune(database& db, const retention& keep, std::size_t batch, std::size_t max_rows) {
-  checked_us(keep.max_age, "retention max_age");
-  if (keep.max_finished < 0) raise(errc::invalid_argument, "retention max_finished must not be negative");
-  if (batch < 1 || batch > 10000) raise(errc::invalid_argument, "prune batch must be 1..10000");
-  std::size_t total = 0;
-  const auto rows = static_cast<std::int64_t>(batch);
-  // Small batches keep each transaction (and its locks) short on a table with millions of rows; the
-  // count is from RETURNING, not affected(): SQLite counts the cascaded stage rows too.
-  static const std::string by_age = sql(
-      {"DELETE FROM casecore_jobs WHERE id IN (SELECT id FROM casecore_jobs WHERE state IN ", finished_states,
-       " AND finished_at < casecore_now_us() - $1 ORDER BY finished_at LIMIT $2) RETURNING id"});
-  static const std::string by_count = sql(
-      {"DELETE FROM casecore_jobs WHERE id IN (SELECT id FROM casecore_jobs WHERE state IN ", finished_states,
-       " AND (finished_at < $1 OR (finished_at = $1 AND id <= $2)) ORDER BY finished_at LIMIT $3) RETURNING id"});
-  static const std::string cutoff = sql({"SELECT finished_at, id FROM casecore_jobs WHERE state IN ", finished_states,
-                                         " ORDER BY finished_at DESC, id DESC LIMIT 1 OFFSET $1"});
-  const auto enough = [&] { return max_rows > 0 && total >= max_rows; };
-  if (keep.max_age.count() > 0) {
-    for (;;) {
-      const auto n = db.write([&](transaction& tx) { return tx.exec(by_age, checked_us(keep.max_age, "retention max_age"), rows).size(); });
-      total += n;
-      if (n < batch || enough()) break;
-    }
-  }
-  if (keep.max_finished > 0 && !enough()) {
-    // The newest max_finished finished jobs stay; the cut is taken once, so jobs finishing meanwhile
-    // are newer than every deleted row.
-    const auto cut = db.read([&](transaction& tx) -> std::optional<std::pair<micros, std::int64_t>> {
-      auto r = tx.exec(cutoff, keep.max_finished);
-      if (r.empty()) return std::nullopt;
-      return std::pair{r[0].get<micros>(0), r[0].get<std::int64_t>(1)};
-    });
-    if (cut) {
-      for (;;) {
-        const auto n = db.write([&](transaction& tx) { return tx.exec(by_count, cut->first, cut->second, rows).size(); });
-        total += n;
-        if (n < batch || enough()) break;
-      }
-    }
-  }
-  return total;
-}
-
-std::size_t prune(database& db, std::chrono::milliseconds older_than) {
-  checked_us(older_than, "prune age");
-  // Unlike retention::max_age (0 = no age limit), 0 here means "everything finished before now".
-  std::size_t total = 0;
-  static const std::string q = sql(
-      {"DELETE FROM casecore_jobs WHERE id IN (SELECT id FROM casecore_jobs WHERE state IN ", finished_states,
-       " AND finished_at < casecore_now_us() - $1 ORDER BY finished_at LIMIT 5000) RETURNING id"});
-  for (;;) {
-    const auto n = db.write([&](transaction& tx) { return tx.exec(q, checked_us(older_than, "prune age")).size(); });
-    total += n;
-    if (n < 5000) return total;
-  }
-}
-
-std::optional<job> get(database& db, std::int64_t id) {
-  return db.read([&](transaction& tx) -> std::optional<job> {
-    static const std::string q = sql({"SELECT ", job_columns, " FROM casecore_jobs WHERE id = $1"});
-    auto r = tx.exec(q, id);
-    if (r.empty()) return std::nullopt;
-    return to_job(r[0]);
-  });
-}
-
-std::vector<job> list(database& db, std::optional<job_state> state, std::size_t limit) {
-  if (limit < 1 || limit > 10000) raise(errc::invalid_argument, "job list limit must be 1..10000");
-  return db.read([&](transaction& tx) {
-    static const std::string q = sql({"SELECT ", job_columns,
-                                      " FROM casecore_jobs WHERE $1 = '' OR state = $1 OR ($1 = 'queued' AND state = 'scheduled') "
-                                      "ORDER BY id DESC LIMIT $2"});
-    std::vector<job> out;
-    for (auto r : tx.exec(q, state ? to_string(*state) : std::string_view{}, static_cast<std::int64_t>(limit)))
-      out.push_back(to_job(r));
-    return out;
-  });
-}
-
-std::vector<stage_record> stages(database& db, std::int64_t id) {
-  return db.read([&](transaction& tx) {
-    std::vector<stage_record> out;
-    for (auto r : tx.exec("SELECT stage, position, state, started_at, finished_at, attempts, error FROM casecore_job_stages "
-                          "WHERE job_id = $1 ORDER BY position",
-                          id))
-      out.push_back({r.get<std::string>(0), r.get<int>(1), r.get<std::string>(2), r.get<micros>(3), r.get<micros>(4),
-                     r.get<int>(5), r.get<std::string>(6)});
-    return out;
-  });
-}
-
-queue_stats inspect(database& db) {
-  return db.read([](transaction& tx) {
-    queue_stats s;
-    for (auto r : tx.exec("SELECT state, count(*) FROM casecore_jobs GROUP BY state")) {
-      const auto st = r.get<std::string>(0);
-      s.by_state[std::string(to_string(parse_state(st)))] += r.get<std::int64_t>(1);
-    }
-    for (auto r : tx.exec("SELECT stages, current_stage, count(*) FROM casecore_jobs "
-                          "WHERE state IN ('queued', 'scheduled', 'running') GROUP BY stages, current_stage")) {
-      const auto names = split_stages(r.get<std::string>(0));
-      const auto at = r.get<std::size_t>(1);
-      s.active_by_stage[at < names.size() ? names[at] : "done"] += r.get<std::int64_t>(2);
-    }
-    // 'queued' rows are due by construction; scheduled ones are due once run_at passed.
-    auto ready = tx.exec("SELECT count(*), min(run_at), casecore_now_us() FROM casecore_jobs WHERE state = 'queued' "
-                         "OR (state = 'scheduled' AND run_at <= casecore_now_us())");
-    s.ready = ready[0].get<std::int64_t>(0);
-    if (s.ready > 0) s.oldest_ready_age = std::max<micros>(0, ready[0].get<micros>(2) - ready[0].get<micros>(1));
-    s.scheduled = tx.query_one<std::int64_t>(
-        "SELECT count(*) FROM casecore_jobs WHERE state = 'scheduled' AND run_at > casecore_now_us()");
-    for (auto r : tx.exec("SELECT id FROM casecore_jobs WHERE state = 'running' AND lease_expires_at < casecore_now_us() "
-                          "ORDER BY id"))
-      s.stuck.push_back(r.get<std::int64_t>(0));
-    return s;
-  });
 }
 
 } // namespace jobs

@@ -1,8 +1,9 @@
 // The job queue: dedup (single, bulk, threads, processes), claims, fencing by epoch, stages,
 // retries, cancellation, priorities, run-at, limits, reclaim, prune, inspection. Both backends.
-#include "jobs_env.hpp"
+#include "job_test_env.hpp"
 
 #include <casecore/job_queue.hpp>
+#include <casecore/job_queue_admin.hpp>
 #include <casecore/migration.hpp>
 #include <casecore/open.hpp>
 #include <casecore/testing/fixture.hpp>

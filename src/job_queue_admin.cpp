@@ -1,0 +1,165 @@
+// Operator calls on the job queue: inspect, list, cancel, retry, prune (casecore/job_queue_admin.hpp).
+#include "job_queue_internal.hpp"
+
+#include <casecore/job_queue_admin.hpp>
+
+#include <algorithm>
+#include <limits>
+
+namespace casecore::jobs {
+
+using namespace internal;
+
+bool cancel(database& db, std::int64_t id) {
+  return db.write([&](transaction& tx) {
+    if (tx.exec("UPDATE casecore_jobs SET state = 'cancelled', cancel_requested = 1, finished_at = casecore_now_us() "
+                "WHERE id = $1 AND state IN ('queued', 'scheduled')",
+                id)
+            .affected() > 0)
+      return true;
+    return tx.exec("UPDATE casecore_jobs SET cancel_requested = 1 WHERE id = $1 AND state = 'running'", id).affected() > 0;
+  });
+}
+
+job retry(database& db, std::int64_t id) {
+  db.write([&](transaction& tx) {
+    auto r = tx.exec(tx.dialect() == dialect::postgresql
+                         ? "SELECT state, operation, subject FROM casecore_jobs WHERE id = $1 FOR UPDATE"
+                         : "SELECT state, operation, subject FROM casecore_jobs WHERE id = $1",
+                     id);
+    if (r.empty()) throw not_found("job " + std::to_string(id) + " does not exist");
+    const auto state = r[0].get<std::string>(0);
+    if (state != "failed" && state != "cancelled")
+      throw invalid_transition("job " + std::to_string(id) + " is " + std::string(to_string(parse_state(state))) +
+                               ": only failed or cancelled jobs can be retried");
+    // The waiting index would refuse the update anyway; checking first gives the operator the other job's id.
+    if (auto other = tx.query_optional<std::int64_t>(
+            "SELECT id FROM casecore_jobs WHERE operation = $1 AND subject = $2 AND state IN ('queued', 'scheduled')",
+            r[0].get<std::string>(1), r[0].get<std::string>(2)))
+      throw already_exists("job " + std::to_string(*other) + " is already waiting for the same operation and subject");
+    tx.exec("UPDATE casecore_jobs SET state = 'queued', attempts = 0, run_at = casecore_now_us(), finished_at = 0, "
+            "cancel_requested = 0, lease_owner = '', lease_expires_at = 0 WHERE id = $1",
+            id);
+  });
+  return *get(db, id);
+}
+
+std::size_t prune(database& db, const retention& keep, std::size_t batch, std::size_t max_rows) {
+  checked_us(keep.max_age, "retention max_age");
+  if (keep.max_finished < 0) raise(errc::invalid_argument, "retention max_finished must not be negative");
+  if (batch < 1 || batch > 10000) raise(errc::invalid_argument, "prune batch must be 1..10000");
+  std::size_t total = 0;
+  const auto rows = static_cast<std::int64_t>(batch);
+  // Small batches keep each transaction (and its locks) short on a table with millions of rows; the
+  // count is from RETURNING, not affected(): SQLite counts the cascaded stage rows too.
+  static const std::string by_age = sql(
+      {"DELETE FROM casecore_jobs WHERE id IN (SELECT id FROM casecore_jobs WHERE state IN ", finished_states,
+       " AND finished_at < casecore_now_us() - $1 ORDER BY finished_at LIMIT $2) RETURNING id"});
+  static const std::string by_count = sql(
+      {"DELETE FROM casecore_jobs WHERE id IN (SELECT id FROM casecore_jobs WHERE state IN ", finished_states,
+       " AND (finished_at < $1 OR (finished_at = $1 AND id <= $2)) ORDER BY finished_at LIMIT $3) RETURNING id"});
+  static const std::string cutoff = sql({"SELECT finished_at, id FROM casecore_jobs WHERE state IN ", finished_states,
+                                         " ORDER BY finished_at DESC, id DESC LIMIT 1 OFFSET $1"});
+  const auto enough = [&] { return max_rows > 0 && total >= max_rows; };
+  if (keep.max_age.count() > 0) {
+    for (;;) {
+      const auto n = db.write([&](transaction& tx) { return tx.exec(by_age, checked_us(keep.max_age, "retention max_age"), rows).size(); });
+      total += n;
+      if (n < batch || enough()) break;
+    }
+  }
+  if (keep.max_finished > 0 && !enough()) {
+    // The newest max_finished finished jobs stay; the cut is taken once, so jobs finishing meanwhile
+    // are newer than every deleted row.
+    const auto cut = db.read([&](transaction& tx) -> std::optional<std::pair<micros, std::int64_t>> {
+      auto r = tx.exec(cutoff, keep.max_finished);
+      if (r.empty()) return std::nullopt;
+      return std::pair{r[0].get<micros>(0), r[0].get<std::int64_t>(1)};
+    });
+    if (cut) {
+      for (;;) {
+        const auto n = db.write([&](transaction& tx) { return tx.exec(by_count, cut->first, cut->second, rows).size(); });
+        total += n;
+        if (n < batch || enough()) break;
+      }
+    }
+  }
+  return total;
+}
+
+std::size_t prune(database& db, std::chrono::milliseconds older_than) {
+  checked_us(older_than, "prune age");
+  // Unlike retention::max_age (0 = no age limit), 0 here means "everything finished before now".
+  std::size_t total = 0;
+  static const std::string q = sql(
+      {"DELETE FROM casecore_jobs WHERE id IN (SELECT id FROM casecore_jobs WHERE state IN ", finished_states,
+       " AND finished_at < casecore_now_us() - $1 ORDER BY finished_at LIMIT 5000) RETURNING id"});
+  for (;;) {
+    const auto n = db.write([&](transaction& tx) { return tx.exec(q, checked_us(older_than, "prune age")).size(); });
+    total += n;
+    if (n < 5000) return total;
+  }
+}
+
+std::optional<job> get(database& db, std::int64_t id) {
+  return db.read([&](transaction& tx) -> std::optional<job> {
+    static const std::string q = sql({"SELECT ", job_columns, " FROM casecore_jobs WHERE id = $1"});
+    auto r = tx.exec(q, id);
+    if (r.empty()) return std::nullopt;
+    return to_job(r[0]);
+  });
+}
+
+std::vector<job> list(database& db, std::optional<job_state> state, std::size_t limit) {
+  if (limit < 1 || limit > 10000) raise(errc::invalid_argument, "job list limit must be 1..10000");
+  return db.read([&](transaction& tx) {
+    static const std::string q = sql({"SELECT ", job_columns,
+                                      " FROM casecore_jobs WHERE $1 = '' OR state = $1 OR ($1 = 'queued' AND state = 'scheduled') "
+                                      "ORDER BY id DESC LIMIT $2"});
+    std::vector<job> out;
+    for (auto r : tx.exec(q, state ? to_string(*state) : std::string_view{}, static_cast<std::int64_t>(limit)))
+      out.push_back(to_job(r));
+    return out;
+  });
+}
+
+std::vector<stage_record> stages(database& db, std::int64_t id) {
+  return db.read([&](transaction& tx) {
+    std::vector<stage_record> out;
+    for (auto r : tx.exec("SELECT stage, position, state, started_at, finished_at, attempts, error FROM casecore_job_stages "
+                          "WHERE job_id = $1 ORDER BY position",
+                          id))
+      out.push_back({r.get<std::string>(0), r.get<int>(1), r.get<std::string>(2), r.get<micros>(3), r.get<micros>(4),
+                     r.get<int>(5), r.get<std::string>(6)});
+    return out;
+  });
+}
+
+queue_stats inspect(database& db) {
+  return db.read([](transaction& tx) {
+    queue_stats s;
+    for (auto r : tx.exec("SELECT state, count(*) FROM casecore_jobs GROUP BY state")) {
+      const auto st = r.get<std::string>(0);
+      s.by_state[std::string(to_string(parse_state(st)))] += r.get<std::int64_t>(1);
+    }
+    for (auto r : tx.exec("SELECT stages, current_stage, count(*) FROM casecore_jobs "
+                          "WHERE state IN ('queued', 'scheduled', 'running') GROUP BY stages, current_stage")) {
+      const auto names = split_stages(r.get<std::string>(0));
+      const auto at = r.get<std::size_t>(1);
+      s.active_by_stage[at < names.size() ? names[at] : "done"] += r.get<std::int64_t>(2);
+    }
+    // 'queued' rows are due by construction; scheduled ones are due once run_at passed.
+    auto ready = tx.exec("SELECT count(*), min(run_at), casecore_now_us() FROM casecore_jobs WHERE state = 'queued' "
+                         "OR (state = 'scheduled' AND run_at <= casecore_now_us())");
+    s.ready = ready[0].get<std::int64_t>(0);
+    if (s.ready > 0) s.oldest_ready_age = std::max<micros>(0, ready[0].get<micros>(2) - ready[0].get<micros>(1));
+    s.scheduled = tx.query_one<std::int64_t>(
+        "SELECT count(*) FROM casecore_jobs WHERE state = 'scheduled' AND run_at > casecore_now_us()");
+    for (auto r : tx.exec("SELECT id FROM casecore_jobs WHERE state = 'running' AND lease_expires_at < casecore_now_us() "
+                          "ORDER BY id"))
+      s.stuck.push_back(r.get<std::int64_t>(0));
+    return s;
+  });
+}
+
+} // namespace casecore::jobs

@@ -1,0 +1,33 @@
+// Internal: what src/job_queue.cpp and src/job_queue_admin.cpp share (row decoding, SQL pieces).
+#pragma once
+
+#include <casecore/job_queue.hpp>
+
+#include <chrono>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace casecore::jobs::internal {
+
+/// The columns to_job() decodes, in order.
+inline constexpr std::string_view job_columns =
+    "id, operation, subject, payload, stages, current_stage, state, priority, run_at, attempts, max_attempts, "
+    "concurrency_key, cancel_requested, lease_owner, lease_epoch, lease_expires_at, heartbeat_at, last_error, "
+    "created_at, finished_at";
+/// The states of a job that ended.
+inline constexpr std::string_view finished_states = "('succeeded', 'failed', 'cancelled')";
+
+/// Milliseconds → microseconds for the database; invalid_argument outside 0 .. 100 years.
+std::int64_t checked_us(std::chrono::milliseconds ms, std::string_view what);
+/// "a,b,c" → {a, b, c}.
+std::vector<std::string> split_stages(const std::string& joined);
+/// A stored state ("scheduled" reads as queued).
+job_state parse_state(const std::string& s);
+/// A row of job_columns.
+job to_job(const row_ref& r);
+/// The parts concatenated.
+std::string sql(std::initializer_list<std::string_view> parts);
+
+} // namespace casecore::jobs::internal
