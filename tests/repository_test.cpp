@@ -1,5 +1,5 @@
 // Versioned repositories: CRUD with optimistic versions, modify, deltas with bounds, state machines,
-// child replacement, bulk updates, ordered lists and links. Threads and processes, both backends.
+// child replacement, bulk updates. Threads and processes, both backends.
 #include <casecore/migration.hpp>
 #include <casecore/open.hpp>
 #include <casecore/repository.hpp>
@@ -282,131 +282,8 @@ TEST_CASE("bad input is a typed error and writes nothing") {
     CHECK_THROWS_AS(orders().add(tx, id, "version", 1), invalid_argument);
     CHECK_THROWS_AS(orders().add(tx, id, "qty", 1, {.min = 5, .max = 1}), invalid_argument);
     CHECK_THROWS_AS(orders().find_by(tx, "nope", 1), invalid_argument);
-    CHECK_THROWS_AS(ordered_list::append(tx, "", "k", 1), invalid_argument);
-    CHECK_THROWS_AS(links::link(tx, "", 1, 2), invalid_argument);
   });
   CHECK(load(db, id).version == 1);
   CHECK(load(db, id).data.qty == 5);
 }
 
-TEST_CASE("ordered lists: append, remove, reorder against the version") {
-  scratch_database s;
-  auto db = migrated(s);
-  db.write([](transaction& tx) {
-    for (std::int64_t i = 1; i <= 4; ++i) ordered_list::append(tx, "queue", "station1", i);
-    CHECK_THROWS_AS(ordered_list::append(tx, "queue", "station1", 2), already_exists);
-    CHECK(ordered_list::remove(tx, "queue", "station1", 2) == 5);
-    CHECK_THROWS_AS(ordered_list::remove(tx, "queue", "station1", 2), not_found);
-  });
-  auto snap = db.read([](transaction& tx) { return ordered_list::read(tx, "queue", "station1"); });
-  CHECK(snap.items == std::vector<std::int64_t>{1, 3, 4});
-  CHECK(snap.version == 5);
-  db.write([&](transaction& tx) { CHECK(ordered_list::reorder(tx, "queue", "station1", 5, {4, 1, 3}) == 6); });
-  CHECK_THROWS_AS(db.write([&](transaction& tx) { ordered_list::reorder(tx, "queue", "station1", 5, {1, 3, 4}); }),
-                  version_conflict);
-  CHECK_THROWS_AS(db.write([&](transaction& tx) { ordered_list::reorder(tx, "queue", "station1", 6, {1, 3}); }),
-                  invalid_argument);
-  CHECK_THROWS_AS(db.write([&](transaction& tx) { ordered_list::reorder(tx, "queue", "station1", 6, {1, 3, 3}); }),
-                  invalid_argument);
-  CHECK_THROWS_AS(db.write([&](transaction& tx) { ordered_list::reorder(tx, "queue", "station1", 6, {1, 3, 9}); }),
-                  invalid_argument);
-  snap = db.read([](transaction& tx) { return ordered_list::read(tx, "queue", "station1"); });
-  CHECK(snap.items == std::vector<std::int64_t>{4, 1, 3});
-  CHECK(snap.version == 6);
-}
-
-namespace {
-// Read, shuffle, reorder; on a stale version re-read and try again. Returns the attempts it took.
-int shuffle_until_applied(database& db, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  for (int attempt = 1;; ++attempt) {
-    auto snap = db.read([](transaction& tx) { return ordered_list::read(tx, "queue", "q"); });
-    std::shuffle(snap.items.begin(), snap.items.end(), rng);
-    try {
-      db.write([&](transaction& tx) { ordered_list::reorder(tx, "queue", "q", snap.version, snap.items); }, as("s"));
-      return attempt;
-    } catch (const version_conflict&) {
-    }
-  }
-}
-
-void check_permutation(database& db, std::int64_t n, std::int64_t version) {
-  auto snap = db.read([](transaction& tx) { return ordered_list::read(tx, "queue", "q"); });
-  auto sorted = snap.items;
-  std::sort(sorted.begin(), sorted.end());
-  std::vector<std::int64_t> expect(static_cast<std::size_t>(n));
-  std::iota(expect.begin(), expect.end(), 1);
-  CHECK(sorted == expect);
-  CHECK(snap.version == version);
-  db.read([&](transaction& tx) {
-    CHECK(tx.query_one<std::int64_t>("SELECT COUNT(DISTINCT pos) FROM casecore_list_items WHERE name = 'queue'") == n);
-    CHECK(tx.query_one<std::int64_t>("SELECT MAX(pos) FROM casecore_list_items WHERE name = 'queue'") == n - 1);
-  });
-}
-
-void fill_queue(database& db, std::int64_t n) {
-  db.write([&](transaction& tx) {
-    for (std::int64_t i = 1; i <= n; ++i) ordered_list::append(tx, "queue", "q", i);
-  });
-}
-} // namespace
-
-TEST_CASE("threads: concurrent reorders leave a permutation") {
-  scratch_database s;
-  auto db = migrated(s);
-  fill_queue(db, 12);
-  constexpr int threads = 6, per = 5;
-  std::atomic<int> conflicts{0};
-  casecore::testing::race(threads, [&](std::size_t t) {
-    for (int i = 0; i < per; ++i) conflicts += shuffle_until_applied(db, static_cast<std::uint32_t>(t * 100 + i)) - 1;
-  });
-  MESSAGE("reorder conflicts retried: " << conflicts.load());
-  check_permutation(db, 12, 12 + threads * per);
-}
-
-CASECORE_CHILD(repo_reorder) {
-  auto db = casecore::open(args.at(0));
-  for (int i = 0; i < std::stoi(args.at(1)); ++i) shuffle_until_applied(db, static_cast<std::uint32_t>(std::stoi(args.at(2)) * 1000 + i));
-  return 0;
-}
-
-TEST_CASE("processes: concurrent reorders leave a permutation") {
-  scratch_database s;
-  auto db = migrated(s);
-  fill_queue(db, 10);
-  const auto results = casecore::testing::run_children("repo_reorder", 3, {s.url(), "6"});
-  for (const auto& r : results) CHECK(r.exit_code == 0);
-  check_permutation(db, 10, 10 + 3 * 6);
-}
-
-TEST_CASE("links are unique rows; a conflicting link is already_exists") {
-  scratch_database s;
-  auto db = migrated(s);
-  db.write([](transaction& tx) {
-    CHECK(links::link(tx, "ro_wo", 1, 100, link_cardinality::many_to_one));
-    CHECK_FALSE(links::link(tx, "ro_wo", 1, 100, link_cardinality::many_to_one)); // idempotent
-    CHECK_THROWS_AS(links::link(tx, "ro_wo", 1, 200, link_cardinality::many_to_one), already_exists);
-    CHECK(links::link(tx, "ro_wo", 2, 100, link_cardinality::many_to_one)); // many ROs per WO
-    CHECK(links::link(tx, "tag", 1, 5));
-    CHECK(links::link(tx, "tag", 1, 6));
-    CHECK(links::targets(tx, "tag", 1) == std::vector<std::int64_t>{5, 6});
-    CHECK(links::sources(tx, "ro_wo", 100) == std::vector<std::int64_t>{1, 2});
-    CHECK(links::unlink(tx, "ro_wo", 1, 100));
-    CHECK_FALSE(links::unlink(tx, "ro_wo", 1, 100));
-    CHECK(links::link(tx, "ro_wo", 1, 200, link_cardinality::many_to_one));
-  });
-  // The transaction that hit a conflict is still usable (no poisoning) and commits the rest.
-  CHECK(db.read([](transaction& tx) { return links::targets(tx, "ro_wo", 1); }) == std::vector<std::int64_t>{200});
-  std::atomic<int> won{0}, lost{0};
-  casecore::testing::race(8, [&](std::size_t t) {
-    try {
-      db.write([&](transaction& tx) { links::link(tx, "one", 7, static_cast<std::int64_t>(1000 + t), link_cardinality::one_to_one); });
-      ++won;
-    } catch (const already_exists&) {
-      ++lost;
-    }
-  });
-  CHECK(won == 1);
-  CHECK(lost == 7);
-  CHECK(db.read([](transaction& tx) { return links::targets(tx, "one", 7).size(); }) == 1);
-}

@@ -16,6 +16,8 @@
 #include <casecore/migration.hpp>
 #include <casecore/outbox.hpp>
 #include <casecore/ports/blob_store.hpp>
+#include <casecore/links.hpp>
+#include <casecore/ordered_list.hpp>
 #include <casecore/repository.hpp>
 #include <casecore/snapshot.hpp>
 #include <casecore/trigger.hpp>

@@ -1,4 +1,4 @@
-// casecore/repository.hpp — versioned repositories, atomic mutations, ordered lists and links.
+// casecore/repository.hpp — versioned repositories and atomic mutations of a host's table.
 //
 // The host describes its table once (table_descriptor: table, id column, field bindings made from
 // member pointers with casecore::column) and gets a repository<T>. casecore adds four columns to that
@@ -12,13 +12,11 @@
 //   * transition: one compare-and-set UPDATE on the status column of a state_machine;
 //   * replace_children: parent version bump + delete + insert, in the caller's transaction;
 //   * set_where (bulk): one UPDATE that bumps the version of every row it touches.
-// ordered_list: a named list of item ids with dense positions 0..n-1 and a version; a reorder is
-// applied against the version the caller read, so concurrent reorders never interleave.
-// links: unique link rows (kind, from, to) with optional one-per-side cardinality enforced by unique
-// constraints; a conflicting link throws already_exists.
+// Related concepts in their own headers: ordered_list.hpp (versioned work queues), links.hpp
+// (unique links between rows), state_machine.hpp.
 // Failure modes: invalid_argument (bad identifiers / input; nothing written), not_found,
 // version_conflict, invalid_transition, constraint_violation (a delta would cross its bound),
-// already_exists, plus the unit of work's retryable errors.
+// plus the unit of work's retryable errors.
 // Thread safety: repository<T> and descriptors are immutable after construction; share them freely.
 // A transaction is used by one thread.
 #pragma once
@@ -272,47 +270,5 @@ private:
   table_descriptor<T> desc_;
   detail::repository_core core_;
 };
-
-/// A list's items in position order, with the version they were read at.
-struct list_snapshot {
-  std::int64_t version = 0;          ///< 0 for a list never written
-  std::vector<std::int64_t> items;   ///< item ids, position 0 first
-};
-
-/// Versioned ordered lists (work queues): shared tables casecore_lists / casecore_list_items.
-namespace ordered_list {
-/// The items of list (name, key) and its version.
-list_snapshot read(transaction& tx, std::string_view name, std::string_view key);
-/// Append `item` at the end; already_exists when it is in the list. Returns the new version.
-std::int64_t append(transaction& tx, std::string_view name, std::string_view key, std::int64_t item);
-/// Remove `item`, closing the gap; not_found when absent. Returns the new version.
-std::int64_t remove(transaction& tx, std::string_view name, std::string_view key, std::int64_t item);
-/// Put the list in `order` (a permutation of its items) if `expected_version` is current; returns
-/// the new version. version_conflict when stale, invalid_argument when not a permutation.
-std::int64_t reorder(transaction& tx, std::string_view name, std::string_view key, std::int64_t expected_version,
-                     const std::vector<std::int64_t>& order);
-} // namespace ordered_list
-
-/// How many links one side of a link kind may have.
-enum class link_cardinality {
-  many_to_many, ///< any number on both sides
-  many_to_one,  ///< each `from` links to at most one `to` (repair order -> its work order)
-  one_to_many,  ///< each `to` has at most one `from`
-  one_to_one,   ///< both
-};
-
-/// Unique link rows (kind, from, to) in the shared table casecore_links. Always use the same
-/// cardinality for one kind: it is enforced per row by unique constraints.
-namespace links {
-/// Create the link; false when this exact link exists; already_exists when the cardinality is taken.
-bool link(transaction& tx, std::string_view kind, std::int64_t from, std::int64_t to,
-          link_cardinality cardinality = link_cardinality::many_to_many);
-/// Remove the link; false when it did not exist.
-bool unlink(transaction& tx, std::string_view kind, std::int64_t from, std::int64_t to);
-/// The `to` ids linked from `from`, ascending.
-std::vector<std::int64_t> targets(transaction& tx, std::string_view kind, std::int64_t from);
-/// The `from` ids linked to `to`, ascending.
-std::vector<std::int64_t> sources(transaction& tx, std::string_view kind, std::int64_t to);
-} // namespace links
 
 } // namespace casecore
