@@ -228,7 +228,8 @@ std::string format_number(std::string_view pattern, std::string_view scope, std:
         width = width * 10 + (d - '0');
       }
       if (width < 1 || width > 20) raise(errc::invalid_argument, "format_number: width must be 1..20");
-      std::string digits = std::to_string(n < 0 ? -n : n);
+      // The magnitude in unsigned arithmetic: -n overflows for the smallest int64.
+      std::string digits = std::to_string(n < 0 ? std::uint64_t{0} - static_cast<std::uint64_t>(n) : static_cast<std::uint64_t>(n));
       if (digits.size() < static_cast<std::size_t>(width)) digits.insert(0, static_cast<std::size_t>(width) - digits.size(), '0');
       if (n < 0) out += '-';
       out += digits;

@@ -18,8 +18,39 @@ bool is_casecore_key(std::string_view k) {
   return std::find(casecore_keys.begin(), casecore_keys.end(), k) != casecore_keys.end();
 }
 
+// The URL as an error message may quote it: the password of the userinfo and the values of
+// password parameters masked (located the way parse_postgres reads them), before truncation, so a
+// malformed URL never carries its secret into a log.
+std::string masked_for_message(std::string_view url) {
+  std::string out(url);
+  if (const auto slashes = out.find("//"); slashes != std::string::npos) {
+    const auto start = slashes + 2;
+    const auto stop = std::min(out.find('?', start), out.find('/', start));
+    const auto end = stop == std::string::npos ? out.size() : stop;
+    const auto at = end > start ? out.rfind('@', end - 1) : std::string::npos;
+    if (at != std::string::npos && at >= start) {
+      const auto colon = out.find(':', start);
+      if (colon < at) out.replace(colon + 1, at - colon - 1, "***");
+    }
+  }
+  if (const auto q = out.find('?'); q != std::string::npos) {
+    for (std::size_t pos = q + 1; pos < out.size();) {
+      const auto amp = out.find('&', pos);
+      const auto item_end = amp == std::string::npos ? out.size() : amp;
+      const auto item = std::string_view(out).substr(pos, item_end - pos);
+      if (item.starts_with("password=") || item.starts_with("sslpassword=")) {
+        const auto eq = out.find('=', pos);
+        out.replace(eq + 1, item_end - eq - 1, "***");
+      }
+      const auto next = out.find('&', pos); // positions moved if a value was masked
+      pos = next == std::string::npos ? out.size() : next + 1;
+    }
+  }
+  return out.substr(0, 200);
+}
+
 [[noreturn]] void fail(std::string_view url, std::string_view why) {
-  raise(errc::bad_url, "malformed database URL '" + std::string(url.substr(0, 200)) + "': " + std::string(why));
+  raise(errc::bad_url, "malformed database URL '" + masked_for_message(url) + "': " + std::string(why));
 }
 
 void check_percent_encoding(std::string_view url, std::string_view s) {
@@ -156,7 +187,7 @@ database_url parse_url(std::string_view url) {
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) raise(errc::bad_url, "database URL contains control characters");
   const auto colon = url.find(':');
   if (colon == std::string_view::npos || colon == 0)
-    raise(errc::bad_url, "database URL '" + std::string(url.substr(0, 200)) + "' has no scheme (expected sqlite: or postgresql://)");
+    raise(errc::bad_url, "database URL '" + masked_for_message(url) + "' has no scheme (expected sqlite: or postgresql://)");
   std::string scheme(url.substr(0, colon));
   std::transform(scheme.begin(), scheme.end(), scheme.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   const auto rest = url.substr(colon + 1);
