@@ -26,6 +26,10 @@ PACKAGES=(
     libssl-dev
     postgresql-15
     postgresql-client-15
+    librapidcheck-dev
+    libfiu-dev
+    fiu-utils
+    gcovr
 )
 
 die() {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: install what is missing, build, start a throwaway PostgreSQL 15 cluster on
 # 127.0.0.1 (unless CASECORE_TEST_PG_URL names a server), and run the whole suite on SQLite and
-# PostgreSQL. Usage: scripts/test.sh [default|debug|tsan|asan]
+# PostgreSQL (the default preset then also runs the configuration matrix, scripts/test-matrix.sh).
+# Usage: scripts/test.sh [default|debug|tsan|asan]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 preset=${1:-default}
@@ -18,3 +19,8 @@ if [ -z "${CASECORE_TEST_PG_URL:-}" ]; then
 fi
 echo "test: preset $preset, PostgreSQL at $CASECORE_TEST_PG_URL"
 ctest --preset "$preset"
+# The configuration matrix reruns the setting-dependent tests under other server / SQLite / job
+# settings (docs/testing.md); the sanitizer presets skip it to keep CI short.
+if [ "$preset" = default ]; then
+  scripts/test-matrix.sh "$preset"
+fi

@@ -4,6 +4,7 @@
 //   * SQLite: a new file in a new temporary folder, removed afterwards;
 //   * PostgreSQL: a new schema in the server named by CASECORE_TEST_PG_URL (the URL's search_path is
 //     set to it, so child processes opening url() see the same tables), dropped afterwards.
+// CASECORE_TEST_SQLITE_PARAMS adds URL parameters to every SQLite fixture (e.g. synchronous=normal).
 // The backend comes from CASECORE_TEST_BACKEND (sqlite | postgres, default sqlite). A PostgreSQL
 // fixture without a reachable server throws backend_unavailable: tests fail, they never skip.
 #pragma once
