@@ -39,11 +39,15 @@ trap cleanup EXIT
 db_url=
 database_with_default() {
   local db=$1 level=$2
-  psql_admin -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+  psql_admin -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
   psql_admin -c "CREATE DATABASE $db" >/dev/null
   psql_admin -c "ALTER DATABASE $db SET default_transaction_isolation = '$level'" >/dev/null
   created+=("$db")
   db_url="$server/$db$base_query"
+  # A new session there must see the setting, or the variant would prove nothing.
+  local seen
+  seen=$("$pg_bin/psql" -X -A -t -c "SHOW default_transaction_isolation" "$db_url" </dev/null)
+  [[ $seen == "$level" ]] || { echo "test-matrix: $db reports default_transaction_isolation '$seen', not '$level'" >&2; exit 2; }
 }
 
 repeat=()
