@@ -6,6 +6,10 @@
 #   scripts/pg-cluster.sh stop    DIR   # pg_ctl stop -m immediate (no-op if not running)
 #   scripts/pg-cluster.sh restart DIR   # pg_ctl restart -m fast on the same port, wait until ready
 #   scripts/pg-cluster.sh url     DIR   # print the URL (cat DIR/url)
+#   scripts/pg-cluster.sh standby PRIMARY_DIR DIR  # a streaming standby of PRIMARY_DIR in DIR, made
+#                                         # synchronous (synchronous_commit = on); print its URL
+#   scripts/pg-cluster.sh promote DIR   # promote a standby to primary, wait until it takes writes
+#   scripts/pg-cluster.sh kill    DIR   # stop at once (immediate mode), as a crash would
 #
 # Example:
 #   d=$(mktemp -d); url=$(scripts/pg-cluster.sh start "$d"); psql "$url" -c 'select 1'
@@ -46,6 +50,9 @@ usage: pg-cluster.sh start DIR     create and start a throwaway PostgreSQL 15 cl
        pg-cluster.sh stop DIR      stop it (immediate mode); no-op if not running
        pg-cluster.sh restart DIR   restart it (fast mode) on the same port and wait until ready
        pg-cluster.sh url DIR       print its URL
+       pg-cluster.sh standby PRIMARY_DIR DIR   a synchronous streaming standby, print its URL
+       pg-cluster.sh promote DIR   promote a standby
+       pg-cluster.sh kill DIR      stop at once (immediate), as a crash would
 EOF
     exit 2
 }
@@ -304,6 +311,68 @@ cmd_restart() {
     log "restarted cluster in $DATA (port $port)"
 }
 
+cmd_standby() {
+    local primary_dir
+    primary_dir=$(cd -- "$1" && pwd -P)
+    [[ -s $primary_dir/port ]] || die "no running primary in $primary_dir"
+    local primary_port
+    primary_port=$(<"$primary_dir/port")
+    set_dir "$2" create
+    [[ -f $DATA/PG_VERSION ]] && die "$DATA already holds a cluster"
+    PG_USER=$(new_user)
+    if is_root; then chown -R "$PG_USER": "$DIR"; fi
+    chmod 0755 "$DIR"
+    log "base backup of 127.0.0.1:$primary_port into $DATA"
+    run_pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$primary_port" -U postgres -D "$DATA" -X stream -R -c fast \
+        >"$DIR/basebackup.log" 2>&1 || { cat "$DIR/basebackup.log" >&2; die "pg_basebackup failed"; }
+    echo "$PG_USER" >"$DIR/user"
+    # A named walreceiver, so the primary can wait for it (synchronous replication).
+    echo "primary_conninfo = 'host=127.0.0.1 port=$primary_port user=postgres application_name=casecore_standby'" \
+        >"$DATA/postgresql.auto.conf"
+    local port rc attempt
+    for ((attempt = 1; ; attempt++)); do
+        port=$(pick_port)
+        write_conf "$port" # its own port and socket folder
+        rc=0
+        start_server || rc=$?
+        ((rc == 0)) && break
+        if ((rc == 10 && attempt < 10)); then continue; fi
+        die "could not start the standby in $DATA"
+    done
+    echo "$port" >"$DIR/port"
+    wait_ready "$port" || die "standby did not become ready"
+    # Synchronous replication: a COMMIT the primary acknowledges is on the standby too.
+    psql_admin "$primary_port" -c "ALTER SYSTEM SET synchronous_standby_names = 'casecore_standby'" >&2
+    psql_admin "$primary_port" -c "ALTER SYSTEM SET synchronous_commit = on" >&2
+    psql_admin "$primary_port" -c "SELECT pg_reload_conf()" >&2
+    local deadline=$((SECONDS + READY_TIMEOUT))
+    until [[ $(psql_admin "$primary_port" -c "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'casecore_standby'") == sync ]]; do
+        ((SECONDS < deadline)) || die "the standby did not become synchronous"
+        sleep 0.2
+    done
+    local url="postgresql://postgres@127.0.0.1:$port/$DB_NAME"
+    echo "$url" >"$DIR/url"
+    log "synchronous standby of 127.0.0.1:$primary_port running in $DATA (port $port)"
+    echo "$url"
+}
+
+cmd_promote() {
+    set_dir "$1"
+    PG_USER=$(existing_user)
+    local port
+    port=$(<"$DIR/port")
+    run_pg "$PG_BIN/pg_ctl" promote -D "$DATA" -w -t "$READY_TIMEOUT" -s >&2 || die "promote failed"
+    local deadline=$((SECONDS + READY_TIMEOUT))
+    until [[ $(psql_admin "$port" -c "SELECT pg_is_in_recovery()") == f ]]; do
+        ((SECONDS < deadline)) || die "the promoted server is still in recovery"
+        sleep 0.05
+    done
+    # Nobody is left to confirm synchronous commits: the new primary commits on its own.
+    psql_admin "$port" -c "ALTER SYSTEM RESET synchronous_standby_names" >&2
+    psql_admin "$port" -c "SELECT pg_reload_conf()" >&2
+    log "promoted $DATA (port $port)"
+}
+
 cmd_url() {
     [[ -s $1/url ]] || die "no URL in $1/url (cluster not started?)"
     cat -- "$1/url"
@@ -311,10 +380,12 @@ cmd_url() {
 
 # --- main --------------------------------------------------------------------
 
-(($# == 2)) || usage
+(($# >= 2)) || usage
 case $1 in
 start) cmd_start "$2" ;;
-stop) cmd_stop "$2" ;;
+stop | kill) cmd_stop "$2" ;;
+standby) (($# == 3)) || usage; cmd_standby "$2" "$3" ;;
+promote) cmd_promote "$2" ;;
 restart) cmd_restart "$2" ;;
 url) cmd_url "$2" ;;
 *) usage ;;

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The test command: install what is missing, build, start a throwaway PostgreSQL 15 cluster on
-# 127.0.0.1 (unless CASECORE_TEST_PG_URL names a server), and run the whole suite on SQLite and
-# PostgreSQL (the default preset then also runs the configuration matrix, scripts/test-matrix.sh).
+# 127.0.0.1 (unless CASECORE_TEST_PG_URL names a server) with two PgBouncers in front of it
+# (transaction and session pooling, fewer server connections than client threads), and run the whole
+# suite on SQLite and PostgreSQL. The default preset then runs the PostgreSQL suite again through
+# PgBouncer in transaction mode and in session mode, and the configuration matrix
+# (scripts/test-matrix.sh).
 # Usage: scripts/test.sh [default|debug|tsan|asan]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,18 +12,39 @@ preset=${1:-default}
 scripts/install-deps.sh
 cmake --preset "$preset" >/dev/null
 cmake --build --preset "$preset" -j "$(nproc)"
+cleanup=()
+trap 'for c in "${cleanup[@]}"; do eval "$c" >/dev/null 2>&1 || true; done' EXIT
 if [ -z "${CASECORE_TEST_PG_URL:-}" ]; then
   pgdir=$(mktemp -d "${TMPDIR:-/tmp}/casecore-pg-XXXXXX")
-  trap 'scripts/pg-cluster.sh stop "$pgdir" >/dev/null 2>&1 || true; rm -rf "$pgdir"' EXIT
+  cleanup+=("scripts/pg-cluster.sh stop '$pgdir'; rm -rf '$pgdir'")
   CASECORE_TEST_PG_URL=$(scripts/pg-cluster.sh start "$pgdir")
   # The torture test restarts this throwaway server mid-run (scripts/pg-cluster.sh restart DIR).
   CASECORE_TEST_PG_DIR=$pgdir
   export CASECORE_TEST_PG_URL CASECORE_TEST_PG_DIR
 fi
+if [ -z "${CASECORE_TEST_PGBOUNCER_URL:-}" ]; then
+  pg_port=$(echo "$CASECORE_TEST_PG_URL" | sed -E 's|.*:([0-9]+)/.*|\1|')
+  bdir=$(mktemp -d "${TMPDIR:-/tmp}/casecore-bouncer-XXXXXX")
+  cleanup+=("scripts/pgbouncer.sh stop '$bdir/tx'; scripts/pgbouncer.sh stop '$bdir/session'; rm -rf '$bdir'")
+  CASECORE_TEST_PGBOUNCER_URL=$(scripts/pgbouncer.sh start "$bdir/tx" "$pg_port" transaction 4)
+  # Session mode pins a server connection per client connection: enough of them for the suite.
+  CASECORE_TEST_PGBOUNCER_SESSION_URL=$(scripts/pgbouncer.sh start "$bdir/session" "$pg_port" session 80)
+  export CASECORE_TEST_PGBOUNCER_URL CASECORE_TEST_PGBOUNCER_SESSION_URL
+fi
 echo "test: preset $preset, PostgreSQL at $CASECORE_TEST_PG_URL"
+echo "test: PgBouncer transaction mode at $CASECORE_TEST_PGBOUNCER_URL, session mode at $CASECORE_TEST_PGBOUNCER_SESSION_URL"
 ctest --preset "$preset"
-# The configuration matrix reruns the setting-dependent tests under other server / SQLite / job
-# settings (docs/testing.md); the sanitizer presets skip it to keep CI short.
+
 if [ "$preset" = default ]; then
+  # The PostgreSQL suite (torture included) again, through each pooler. Tests that need a direct
+  # session skip themselves with a message (CASECORE_TEST_PG_POOLER).
+  for mode in transaction session; do
+    if [ $mode = transaction ]; then url=$CASECORE_TEST_PGBOUNCER_URL; else url=$CASECORE_TEST_PGBOUNCER_SESSION_URL; fi
+    echo "test: the PostgreSQL suite through PgBouncer in $mode mode ($url)"
+    CASECORE_TEST_PG_POOLER=$mode CASECORE_TEST_PG_URL=$url \
+      ctest --preset "$preset" -R '\.postgres$' -E '^(pooler_test|consumer)'
+  done
+  # The configuration matrix reruns the setting-dependent tests under other server / SQLite / job
+  # settings (docs/testing.md); the sanitizer presets skip it to keep CI short.
   scripts/test-matrix.sh "$preset"
 fi

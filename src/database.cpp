@@ -10,10 +10,15 @@ namespace casecore {
 namespace detail {
 struct database_state final : hook_runner {
   database_state(std::shared_ptr<backend> b, database_options o)
-      : backend_ptr(b), options(std::move(o)), pool(std::move(b), options.pool) {}
+      : backend_ptr(b), options(std::move(o)), pool(b, options.pool) {
+    if (auto r = b->read_replicas()) replica_pool = std::make_unique<detail::pool>(std::move(r), options.pool);
+  }
   std::shared_ptr<detail::backend> backend_ptr;
   database_options options;
   detail::pool pool;
+  std::unique_ptr<detail::pool> replica_pool;        // read-only units of work that ask for a replica
+  std::atomic<std::uint64_t> last_commit_position{0}; // for read-your-writes on replicas
+  std::atomic<std::uint64_t> replica_reads{0}, replica_fallbacks{0};
   std::atomic<std::uint64_t> commits{0}, reads{0}, rollbacks{0}, retries_busy{0}, retries_serialization{0},
       retries_deadlock{0}, retries_connection{0}, retries_pool_timeout{0}, retries_reconnect{0}, outcome_unknown{0},
       conflicts{0};
@@ -42,6 +47,28 @@ void count_retry(detail::database_state& st, errc code) {
 std::chrono::milliseconds reconnect_delay(int round) {
   return std::chrono::milliseconds(std::min(1000, 50 << std::min(round, 5)));
 }
+// A connection for this attempt: a replica for reads that asked for one and may use it, else the
+// primary. A replica that is unreachable or has not replayed the handle's last commit in time
+// sends the read to the primary.
+detail::pool::lease acquire_for(detail::database_state& st, detail::tx_mode mode, const write_options& opts) {
+  if (mode != detail::tx_mode::read || !opts.on_replica || !st.replica_pool) return st.pool.acquire();
+  try {
+    auto conn = st.replica_pool->acquire();
+    const auto want = opts.read_your_writes ? st.last_commit_position.load(relaxed) : 0;
+    const auto deadline = std::chrono::steady_clock::now() + st.options.replica_wait;
+    for (;;) {
+      if (want == 0 || conn->replayed(want)) {
+        st.replica_reads.fetch_add(1, relaxed);
+        return conn;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  } catch (const error&) { // the replica is down or broken: the primary answers
+  }
+  st.replica_fallbacks.fetch_add(1, relaxed);
+  return st.pool.acquire();
+}
 } // namespace
 
 void detail::database_state::run(std::vector<std::function<void()>>& hooks) const noexcept {
@@ -65,6 +92,7 @@ database::database(std::shared_ptr<detail::backend> backend, database_options op
     : state_(std::make_shared<detail::database_state>(std::move(backend), std::move(options))) {}
 
 casecore::dialect database::dialect() const noexcept { return state_->backend_ptr->dialect(); }
+const std::shared_ptr<detail::backend>& database::backend() const noexcept { return state_->backend_ptr; }
 std::string database::describe() const { return state_->backend_ptr->describe(); }
 pool_metrics database::pool_stats() const { return state_->pool.metrics(); }
 const database_options& database::options() const noexcept { return state_->options; }
@@ -81,6 +109,8 @@ tx_metrics database::tx_stats() const {
   m.retries_connection = s.retries_connection.load(relaxed);
   m.retries_pool_timeout = s.retries_pool_timeout.load(relaxed);
   m.retries_reconnect = s.retries_reconnect.load(relaxed);
+  m.replica_reads = s.replica_reads.load(relaxed);
+  m.replica_fallbacks = s.replica_fallbacks.load(relaxed);
   m.outcome_unknown = s.outcome_unknown.load(relaxed);
   m.conflicts = s.conflicts.load(relaxed);
   m.hook_failures = s.hook_failures.load(relaxed);
@@ -103,7 +133,7 @@ void database::run_unit(detail::tx_mode mode, const write_options& opts,
     std::vector<std::function<void()>> commit_hooks;
     try {
       {
-        auto conn = st.pool.acquire();
+        auto conn = acquire_for(st, mode, opts);
         unreachable_since.reset();
         reconnect_round = 0;
         conn->begin(settings);
@@ -116,6 +146,12 @@ void database::run_unit(detail::tx_mode mode, const write_options& opts,
                                        "use transaction::savepoint() to recover from expected errors");
           detail::step("tx.before_commit");
           conn->commit();
+          if (st.replica_pool && mode == detail::tx_mode::write)
+            if (const auto pos = conn->commit_position()) {
+              auto seen = st.last_commit_position.load(relaxed);
+              while (*pos > seen && !st.last_commit_position.compare_exchange_weak(seen, *pos, relaxed)) {
+              }
+            }
         } catch (...) {
           conn->rollback();
           rollback_hooks = std::move(tx.rollback_hooks());

@@ -134,6 +134,10 @@ TEST_CASE("metrics: database pool and transaction figures, collectors, visit and
 }
 
 TEST_CASE("health: pool use above 80 % warns, a long queue is critical, deadlocks count per hour") {
+  if (casecore::testing::behind_test_pooler()) {
+    MESSAGE("skipped behind a pooler: it holds 5 transactions open at once, more than the test pooler's server connections");
+    return;
+  }
   scratch_database s;
   database_options o;
   o.pool.size = 4;

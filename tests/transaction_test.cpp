@@ -404,6 +404,11 @@ TEST_CASE("PostgreSQL: transactions state their isolation level whatever the ser
   // Regression (adversarial review, defect 3): a bare BEGIN inherited default_transaction_isolation.
   scratch_database s;
   if (s.kind() != backend_kind::postgres) return;
+  if (casecore::testing::behind_test_pooler()) {
+    MESSAGE("skipped behind a pooler: PgBouncer refuses the startup option this test sets (the configuration "
+            "matrix covers server defaults through ALTER DATABASE)");
+    return;
+  }
   for (const char* level : {"repeatable%5C%20read", "serializable"}) {
     auto db = casecore::open(s.url() + "&options=-cdefault_transaction_isolation%3D" + level);
     CHECK(db.write([](transaction& tx) { return tx.query_one<std::string>("SHOW transaction_isolation"); }) == "read committed");

@@ -16,7 +16,14 @@ TEST_CASE("sqlite URLs parse to a path") {
 TEST_CASE("postgresql URLs keep driver options and mask the password") {
   const auto u = parse_url("postgresql://alice:s3cret@db.example:5433/cases?sslmode=disable&pool_size=4");
   CHECK(u.scheme == "postgresql");
-  CHECK(u.target == "postgresql://alice:s3cret@db.example:5433/cases?sslmode=disable");
+  CHECK(u.target == "postgresql://alice:***@db.example:5433/cases"); // the password lives only in u.password
+  CHECK(u.user == "alice");
+  CHECK(u.password == "s3cret");
+  CHECK(u.dbname == "cases");
+  REQUIRE(u.hosts.size() == 1);
+  CHECK(u.hosts[0].host == "db.example");
+  CHECK(u.hosts[0].port == "5433");
+  CHECK(u.driver.at("sslmode") == "disable");
   CHECK(u.casecore.at("pool_size") == "4");
   CHECK(u.masked.find("s3cret") == std::string::npos);
   CHECK(u.masked == "postgresql://alice:***@db.example:5433/cases");
@@ -62,4 +69,67 @@ TEST_CASE("an in-memory database works and is a single connection") {
   });
   CHECK(db.read([](transaction& tx) { return tx.query_one<int>("SELECT x FROM t"); }) == 5);
   CHECK(db.pool_stats().capacity == 1);
+}
+
+TEST_CASE("no bad_url message ever contains the password") {
+  // Regression (security review, finding 1): a malformed URL raised bad_url carrying the whole URL.
+  const std::string pw = "Sup3rS3cretPw";
+  for (const std::string& bad : std::vector<std::string>
+       {"postgresql://alice:" + pw + "@db:99999/x", "postgresql://alice:" + pw + "@db:port/x",
+        "postgresql://alice:" + pw + "%zz@db/x", "postgresql://alice:" + pw + "/x@db/x", "postgresql://alice:" + pw + "@db/x?bogus=1",
+        "postgresql://alice:" + pw + "@db/x?pool_size=abc", "postgresql://alice:" + pw + "@[::1/x",
+        "postgresql://alice:" + pw + "@db/x y", "postgresql://alice:" + pw + "@db/x?password=" + pw + "&bogus=2",
+        "postgresql://db/x?password=" + pw + "&pool_size=-3", "postgresql://alice:" + pw + "@d@b/x",
+        "postgresql://alice:pa@" + pw + "@db/x", "postgres://alice:" + pw + "@db:0/x", "postgresql:alice:" + pw + "@db/x",
+        "postgresql://alice:" + pw + "@db/x?sslpassword=" + pw + "&x", "postgresql://alice:" + pw + "@db/x?pooler=maybe",
+        "postgresql://alice:" + pw + "@db/x?schema=1bad", "postgresql://alice:" + pw + "@db/x?replication=true"}) {
+    CAPTURE(bad);
+    try {
+      parse_url(bad);
+      FAIL("accepted a malformed URL");
+    } catch (const error& e) {
+      CHECK(e.code() == errc::bad_url);
+      CHECK(std::string(e.what()).find(pw) == std::string::npos);
+      CHECK(std::string(e.what()).find("S3cret") == std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("an unencoded '@' or '/' in the userinfo is refused rather than split differently than libpq") {
+  // Regression (security review, finding 2): casecore masked at the last '@', libpq split at the
+  // first, so libpq showed the rest of the password as a host name and sent it to DNS.
+  CHECK_THROWS_AS(parse_url("postgresql://alice:pa@ss@db.example/x"), bad_url);
+  CHECK_THROWS_AS(parse_url("postgresql://alice:pa/ss@db.example/x"), bad_url);
+  const auto u = parse_url("postgresql://al%40ice:pa%40ss%2Fw%3Ard@db.example:5433/x");
+  CHECK(u.user == "al@ice");
+  CHECK(u.password == "pa@ss/w:rd");
+  REQUIRE(u.hosts.size() == 1);
+  CHECK(u.hosts[0].host == "db.example");
+  CHECK(u.masked.find("pa") == std::string::npos);
+}
+
+TEST_CASE("mask_secrets hides every password-like part, also in malformed text") {
+  CHECK(mask_secrets("postgresql://u:secret@h/db") == "postgresql://u:***@h/db");
+  CHECK(mask_secrets("x postgresql://u:se@cr/et@h/db y") == "x postgresql://u:***@h/db y");
+  CHECK(mask_secrets("postgresql://h/db?sslmode=require&password=secret&x=1") == "postgresql://h/db?sslmode=require&password=***&x=1");
+  CHECK(mask_secrets("host='h' password='se cr\\'et' user='u'") == "host='h' password=*** user='u'");
+  CHECK(mask_secrets("PASSWORD=secret") == "PASSWORD=***");
+  CHECK(mask_secrets("postgresql://u@h:5432/db") == "postgresql://u@h:5432/db");
+  CHECK(mask_secrets("sqlite:///tmp/a:b@c.db").find("a:b") == std::string::npos); // conservative
+}
+
+TEST_CASE("multi-host URLs, casecore parameters and libpq keywords") {
+  const auto u = parse_url("postgresql://u@h1:5432,[::1]:5433,h3/db?target_session_attrs=any&pooler=transaction"
+                           "&schema=app_1&replicas=r1:5434,r2&connect_timeout=3");
+  REQUIRE(u.hosts.size() == 3);
+  CHECK(u.hosts[0].host == "h1");
+  CHECK(u.hosts[1].host == "::1");
+  CHECK(u.hosts[1].port == "5433");
+  CHECK(u.hosts[2].port.empty());
+  CHECK(u.casecore.at("pooler") == "transaction");
+  CHECK(u.casecore.at("schema") == "app_1");
+  CHECK(u.casecore.at("replicas") == "r1:5434,r2");
+  CHECK(u.driver.at("target_session_attrs") == "any");
+  CHECK(u.driver.at("connect_timeout") == "3");
+  CHECK_THROWS_AS(parse_url("postgresql://h/db?nonsense=1"), bad_url); // neither casecore's nor libpq's
 }

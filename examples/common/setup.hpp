@@ -86,7 +86,7 @@ private:
     admin_url_ = url;
     schema_ = "ex_" + name + "_" + random_hex(10);
     casecore::open(admin_url_).write([&](casecore::transaction& tx) { tx.exec_script("CREATE SCHEMA " + schema_); });
-    return url + (url.find('?') == std::string::npos ? "?" : "&") + "options=-csearch_path%3D" + schema_;
+    return url + (url.find('?') == std::string::npos ? "?" : "&") + "schema=" + schema_;
   }
 
   bool keep_;

@@ -40,6 +40,8 @@ struct tx_metrics {
   std::uint64_t outcome_unknown = 0;         ///< commits whose result is unknown
   std::uint64_t conflicts = 0;               ///< units of work ended by a version / state / fencing conflict
   std::uint64_t retries_reconnect = 0;       ///< retries after the server could not be reached
+  std::uint64_t replica_reads = 0;           ///< read-only units of work served by a replica
+  std::uint64_t replica_fallbacks = 0;       ///< replica reads sent to the primary (lagging or unreachable replica)
   std::uint64_t hook_failures = 0;           ///< hooks that threw
 };
 
@@ -50,6 +52,9 @@ struct database_options {
   /// How long a unit of work keeps waiting for an unreachable server (restart, failover) before it
   /// fails with backend_unavailable; 0 fails at once. Counted from the first failed connect.
   std::chrono::milliseconds reconnect_budget{15000};
+  /// Longest wait for a replica to replay this handle's last commit before a read-your-writes read
+  /// goes to the primary instead (URL: replica_wait_ms).
+  std::chrono::milliseconds replica_wait{500};
   /// Receives exceptions thrown by after-commit / after-rollback hooks (default: ignored, counted).
   std::function<void(std::exception_ptr)> on_hook_error;
 };
@@ -66,6 +71,12 @@ struct write_options {
   std::chrono::milliseconds statement_timeout{0};
   /// Overrides database_options::reconnect_budget for this call.
   std::optional<std::chrono::milliseconds> reconnect_budget;
+  /// read() only: run on a replica named in the URL (`replicas=`), when there is one. Writes,
+  /// row locks and every casecore primitive always run on the primary.
+  bool on_replica = false;
+  /// With on_replica: only use a replica that has replayed this handle's last commit (waiting up to
+  /// database_options::replica_wait); otherwise the read runs on the primary.
+  bool read_your_writes = true;
 };
 
 namespace detail { struct database_state; }
@@ -97,6 +108,8 @@ public:
   const database_options& options() const noexcept;
   /// Identity of the shared state (two handles to one pool compare equal).
   const void* identity() const noexcept { return state_.get(); }
+  /// The connection factory (adapters and the testing kit inspect it).
+  const std::shared_ptr<detail::backend>& backend() const noexcept;
 
 private:
   template <class F> auto run(F&& f, detail::tx_mode mode, const write_options& opts) {

@@ -1,9 +1,16 @@
+#include "conninfo.hpp"
+
 #include <casecore/postgres/postgres.hpp>
 
+#include <openssl/sha.h>
 #include <pqxx/pqxx>
 
+#include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <optional>
+#include <mutex>
+#include <poll.h>
 #include <unordered_map>
 
 namespace casecore::postgres {
@@ -67,14 +74,80 @@ value read_field(const pqxx::field& f, pqxx::oid type) {
   }
 }
 
+// The prepared-statement name of a SQL text: a hash of the text itself. Two clients that share a
+// server connection through a pooler can then never bind one statement's parameters to another's
+// text: equal names mean equal texts.
+std::string statement_name(std::string_view sql) {
+  unsigned char md[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(sql.data()), sql.size(), md);
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string name = "casecore_";
+  for (int i = 0; i < 16; ++i) {
+    name += hex[md[i] >> 4];
+    name += hex[md[i] & 15];
+  }
+  return name;
+}
+
+// Everything one backend's connections share.
+struct pg_shared {
+  std::string conninfo;                 // libpq keyword/value parameters (holds the password)
+  std::string masked;                   // printable URL
+  std::string password;                 // scrubbed from every message
+  pooler_mode pooler = pooler_mode::auto_detect;
+  bool primary = true;                  // this backend's connections must be able to write
+  std::chrono::milliseconds statement_timeout{0}, lock_timeout{0};
+  std::string schema;                   // ?schema=, when given
+  std::mutex path_m;                    // guards the one write of pinned_path
+  std::string pinned_path;              // the search_path every transaction pins (written once)
+  std::atomic<bool> path_ready{false};
+  std::atomic<bool> unnamed{false};     // use unnamed statements (a transaction pooler is in between)
+  std::atomic<bool> pooler_seen{false}; // a pooler was detected (or declared)
+  bool track_commits = false;           // primaries with replicas report commit positions (LSNs)
+
+  std::string scrub(std::string msg) const {
+    msg = mask_secrets(msg);
+    if (password.size() >= 3)
+      for (auto p = msg.find(password); p != std::string::npos; p = msg.find(password, p)) msg.replace(p, password.size(), "***");
+    return msg;
+  }
+};
+
+bool has(std::string_view haystack, std::string_view needle) { return haystack.find(needle) != std::string_view::npos; }
+
+// "16/B374D848" → 0x16B374D848
+std::uint64_t parse_lsn(std::string_view text) {
+  const auto slash = text.find('/');
+  if (slash == std::string_view::npos) return 0;
+  std::uint64_t hi = 0, lo = 0;
+  std::from_chars(text.data(), text.data() + slash, hi, 16);
+  std::from_chars(text.data() + slash + 1, text.data() + text.size(), lo, 16);
+  return (hi << 32) | lo;
+}
+
+// A failed connect: the server or network may come back (backend_unavailable, waited for within the
+// reconnect budget), or the server refused who we are or what we asked (configuration, never).
+errc classify_connect_failure(std::string_view msg) {
+  for (std::string_view transient :
+       {"the database system is starting up", "the database system is shutting down", "the database system is in recovery",
+        "not yet accepting connections", "not accepting connections", "too many clients", "connection slots are reserved",
+        "cannot connect now"})
+    if (has(msg, transient)) return errc::backend_unavailable;
+  if (has(msg, "FATAL:") || has(msg, "invalid connection option") || has(msg, "invalid port number") ||
+      has(msg, "invalid sslmode") || has(msg, "invalid target_session_attrs") || has(msg, "invalid integer value"))
+    return errc::configuration;
+  return errc::backend_unavailable; // refused, timed out, reset, standby only, DNS: may come back
+}
+
 class pg_connection final : public detail::connection {
 public:
-  explicit pg_connection(const std::string& conninfo) : conn_(conninfo) {
+  explicit pg_connection(std::shared_ptr<pg_shared> shared) : shared_(std::move(shared)), conn_(shared_->conninfo) {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
     conn_.inhibit_reactivation(true); // a silent reconnect mid-transaction would run the rest in autocommit
 #pragma GCC diagnostic pop
     work_.emplace(conn_, "casecore");
+    probe();
   }
   ~pg_connection() override {
     try {
@@ -85,7 +158,32 @@ public:
   }
 
 private:
-  template <class F> auto guarded(F&& f) {
+  // What this server is: a pooler in between shows up as a backend pid that differs from the one
+  // the connection was handed at startup (PgBouncer hands out its own cancel keys); a primary
+  // backend must not be in recovery (a standby, or a demoted old primary).
+  void probe() {
+    const auto r = unnamed_exec("SELECT pg_backend_pid(), pg_is_in_recovery(), current_setting('search_path')", {});
+    if (!shared_->path_ready.load(std::memory_order_acquire)) {
+      std::lock_guard g(shared_->path_m);
+      if (!shared_->path_ready.load(std::memory_order_relaxed)) {
+        shared_->pinned_path = pin_search_path(r[0][2].c_str());
+        shared_->path_ready.store(true, std::memory_order_release);
+      }
+    }
+    const auto pid = std::stoll(r[0][0].c_str());
+    if (pid != conn_.backendpid() && shared_->pooler == pooler_mode::auto_detect) {
+      shared_->pooler_seen = true;
+      shared_->unnamed = true;
+    }
+    if (shared_->primary && std::string_view(r[0][1].c_str()) == "t")
+      raise(errc::backend_unavailable, "server " + shared_->masked + " is a standby (in recovery): waiting for a primary");
+  }
+
+  pqxx::result unnamed_exec(const std::string& sql, const std::vector<const char*>& ptrs) {
+    return guarded([&] { return work_->exec_params(sql, pqxx::prepare::make_dynamic_params(ptrs)); });
+  }
+
+  template <class F> std::invoke_result_t<F> guarded(F&& f) {
     try {
       return f();
     } catch (...) {
@@ -98,6 +196,7 @@ private:
   [[noreturn]] void rethrow_translated(bool at_commit) {
     errc code = errc::backend_error;
     std::string what;
+    std::string state;
     try {
       throw;
     } catch (const casecore::error&) {
@@ -108,7 +207,7 @@ private:
     } catch (const pqxx::in_doubt_error& e) {
       code = errc::outcome_unknown;
       what = e.what();
-    } catch (const pqxx::serialization_failure& e) {
+    } catch (const pqxx::serialization_failure& e) { // libpqxx 6: transaction_rollback is not an sql_error
       code = errc::serialization_failure;
       what = e.what();
     } catch (const pqxx::deadlock_detected& e) {
@@ -121,23 +220,38 @@ private:
       code = errc::serialization_failure;
       what = e.what();
     } catch (const pqxx::sql_error& e) {
-      code = map_sqlstate(e.sqlstate());
+      state = e.sqlstate();
+      code = map_sqlstate(state);
       what = e.what();
     } catch (const std::exception& e) {
       code = conn_.is_open() ? errc::backend_error : errc::connection_lost;
       what = e.what();
     }
-    if (code == errc::connection_lost || code == errc::outcome_unknown) broken_ = true;
+    if (state == "26000" || state == "42P05") {
+      // A prepared statement this connection made is missing, or one it never made exists: another
+      // client shares the server connection (a transaction pooler). Names are content hashes, so no
+      // statement ran with the wrong text; from now on this backend uses unnamed statements. The
+      // unit of work is not retried silently: the caller learns the pooler must be declared.
+      shared_->unnamed = true;
+      shared_->pooler_seen = true;
+      names_.clear();
+      code = errc::configuration;
+      what = "a transaction pooler shares server connections between clients; casecore switched to unnamed "
+             "statements — declare it in the URL with ?pooler=transaction (" + what + ")";
+    }
+    // A standby / demoted primary (25006) or a server shutting down (57P0x) is a lost connection:
+    // discard it and reconnect, libpq's target_session_attrs finds the new primary.
+    if (code == errc::connection_lost || code == errc::outcome_unknown || state == "25006" || state.starts_with("57P"))
+      broken_ = true;
     if (at_commit && code == errc::connection_lost) {
       code = errc::outcome_unknown;
       what = "connection lost during COMMIT: " + what;
     }
-    raise(code, "postgresql: " + what);
+    raise(code, "postgresql: " + shared_->scrub(what));
   }
 
 public:
   result exec(std::string_view sql, std::span<const value> params) override {
-    const auto& name = prepared(sql);
     std::vector<std::string> texts;
     texts.reserve(params.size());
     std::vector<const char*> ptrs;
@@ -145,7 +259,9 @@ public:
     for (const auto& p : params) texts.push_back(to_text(p));
     for (std::size_t i = 0; i < params.size(); ++i)
       ptrs.push_back(std::holds_alternative<null_t>(params[i]) ? nullptr : texts[i].c_str());
-    const auto r = guarded([&] { return work_->exec_prepared(name, pqxx::prepare::make_dynamic_params(ptrs)); });
+    const auto r = shared_->unnamed ? unnamed_exec(std::string(sql), ptrs) : guarded([&] {
+      return work_->exec_prepared(prepared(sql), pqxx::prepare::make_dynamic_params(ptrs));
+    });
     const auto cols = static_cast<std::size_t>(r.columns());
     std::vector<pqxx::oid> types(cols);
     for (std::size_t c = 0; c < cols; ++c) types[c] = r.column_type(static_cast<pqxx::row::size_type>(c));
@@ -161,19 +277,27 @@ public:
   }
 
   void begin(const detail::tx_settings& s) override {
-    // Everything explicit: the isolation level casecore's lock-then-read patterns rely on, whatever
-    // default_transaction_isolation says, and timeouts as SET LOCAL (they end with the transaction).
+    // Everything explicit, in one round trip: the isolation level casecore's lock-then-read patterns
+    // rely on whatever default_transaction_isolation says, timeouts and the search_path as SET LOCAL
+    // (they end with the transaction, so nothing leaks into a pooled server connection).
     std::string sql = "BEGIN ISOLATION LEVEL ";
     sql += s.level == isolation::serializable ? "SERIALIZABLE" : s.level == isolation::repeatable_read ? "REPEATABLE READ" : "READ COMMITTED";
     sql += s.mode == detail::tx_mode::read ? " READ ONLY" : " READ WRITE";
-    if (s.lock_timeout.count() > 0) sql += "; SET LOCAL lock_timeout = " + std::to_string(s.lock_timeout.count());
-    if (s.statement_timeout.count() > 0) sql += "; SET LOCAL statement_timeout = " + std::to_string(s.statement_timeout.count());
+    const auto statement = s.statement_timeout.count() > 0 ? s.statement_timeout : shared_->statement_timeout;
+    const auto lock = s.lock_timeout.count() > 0 ? s.lock_timeout : shared_->lock_timeout;
+    if (statement.count() > 0) sql += "; SET LOCAL statement_timeout = " + std::to_string(statement.count());
+    if (lock.count() > 0) sql += "; SET LOCAL lock_timeout = " + std::to_string(lock.count());
+    sql += "; SET LOCAL search_path = " + search_path();
     exec_script(sql);
   }
 
-  casecore::dialect dialect() const noexcept override { return casecore::dialect::postgresql; }
-
   void commit() override {
+    // A server that already closed this session (restart, failover, terminated backend) left its
+    // goodbye in the socket: found before COMMIT is sent, the transaction certainly rolled back.
+    if (!alive_before_commit()) {
+      broken_ = true;
+      raise(errc::connection_lost, "postgresql: the connection was closed by the server before COMMIT (rolled back)");
+    }
     try {
       work_->exec("COMMIT");
     } catch (...) {
@@ -192,8 +316,10 @@ public:
 
   bool ping() noexcept override {
     try {
-      work_->exec("SELECT 1");
-      return true;
+      const auto r = unnamed_exec("SELECT pg_is_in_recovery()", {});
+      // A primary pool must not hand out a connection to a node that has been demoted.
+      if (shared_->primary && std::string_view(r[0][0].c_str()) == "t") broken_ = true;
+      return !broken_;
     } catch (...) {
       broken_ = true;
       return false;
@@ -202,10 +328,62 @@ public:
 
   bool broken() const noexcept override { return broken_ || !conn_.is_open(); }
 
+  casecore::dialect dialect() const noexcept override { return casecore::dialect::postgresql; }
+
+  std::optional<std::uint64_t> commit_position() override {
+    if (!shared_->track_commits) return std::nullopt;
+    try {
+      return parse_lsn(unnamed_exec("SELECT pg_current_wal_lsn()::text", {})[0][0].c_str());
+    } catch (...) {
+      return std::nullopt; // no position: reads fall back to the primary until the next commit
+    }
+  }
+
+  bool replayed(std::uint64_t position) override {
+    const auto r = unnamed_exec("SELECT pg_is_in_recovery(), coalesce(pg_last_wal_replay_lsn()::text, '0/0')", {});
+    if (std::string_view(r[0][0].c_str()) != "t") return true; // promoted: it has everything
+    return parse_lsn(r[0][1].c_str()) >= position;
+  }
+
 private:
+  // The path every transaction pins: ?schema= when given, else the server's configured path without
+  // "$user" (a schema anyone with CREATE could add later, shadowing casecore's tables) and with
+  // pg_temp last (temporary tables must not shadow them either).
+  const std::string& search_path() const noexcept { return shared_->pinned_path; } // ready since probe()
+
+  static std::string pin_search_path(std::string_view configured) {
+    std::string out;
+    std::size_t start = 0;
+    bool quoted = false;
+    for (std::size_t i = 0; i <= configured.size(); ++i) {
+      if (i < configured.size() && configured[i] == '"') quoted = !quoted;
+      if (i < configured.size() && (quoted || configured[i] != ',')) continue;
+      auto item = configured.substr(start, i - start);
+      while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+      while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+      start = i + 1;
+      if (item.empty() || item == "\"$user\"" || item == "$user" || item == "pg_temp") continue;
+      if (!out.empty()) out += ", ";
+      out += item;
+    }
+    return out.empty() ? "pg_catalog, pg_temp" : out + ", pg_temp";
+  }
+
+  bool alive_before_commit() {
+    if (!conn_.is_open()) return false;
+    pollfd p{conn_.sock(), POLLIN, 0};
+    if (::poll(&p, 1, 0) <= 0) return true; // nothing unsolicited arrived: the session is there
+    try {
+      conn_.get_notifs(); // consumes the input; a closed session throws broken_connection
+    } catch (...) {
+      return false;
+    }
+    return conn_.is_open();
+  }
+
   const std::string& prepared(std::string_view sql) {
     if (auto it = names_.find(sql); it != names_.end()) return it->second;
-    std::string name = "cc" + std::to_string(names_.size());
+    std::string name = statement_name(sql);
     guarded([&] {
       conn_.prepare(name, std::string(sql));
       return 0;
@@ -213,6 +391,7 @@ private:
     return names_.emplace(std::string(sql), std::move(name)).first->second;
   }
 
+  std::shared_ptr<pg_shared> shared_;
   pqxx::connection conn_;
   std::optional<pqxx::nontransaction> work_;
   std::unordered_map<std::string, std::string, string_hash, std::equal_to<>> names_;
@@ -221,46 +400,73 @@ private:
 
 class pg_backend final : public detail::backend {
 public:
-  pg_backend(std::string conninfo, std::string masked, std::optional<std::int64_t> statement_timeout_ms)
-      : conninfo_(std::move(conninfo)), masked_(std::move(masked)), statement_timeout_ms_(statement_timeout_ms) {}
+  explicit pg_backend(std::shared_ptr<pg_shared> shared, std::shared_ptr<detail::backend> replicas = nullptr)
+      : shared_(std::move(shared)), replicas_(std::move(replicas)) {}
 
   std::unique_ptr<detail::connection> connect() override {
     try {
-      auto c = std::make_unique<pg_connection>(conninfo_);
-      if (statement_timeout_ms_) c->exec_script("SET statement_timeout = " + std::to_string(*statement_timeout_ms_));
-      return c;
+      return std::make_unique<pg_connection>(shared_);
     } catch (const casecore::error&) {
       throw;
     } catch (const pqxx::sql_error& e) {
       const errc code = map_sqlstate(e.sqlstate());
-      raise(code == errc::busy ? errc::busy : errc::backend_unavailable,
-            "cannot connect to " + masked_ + ": " + e.what());
+      raise(code == errc::busy ? errc::busy : code == errc::configuration ? errc::configuration : errc::backend_unavailable,
+            "cannot connect to " + shared_->masked + ": " + shared_->scrub(e.what()));
     } catch (const std::exception& e) {
-      raise(errc::backend_unavailable, "cannot connect to " + masked_ + ": " + e.what());
+      const std::string msg = shared_->scrub(e.what());
+      raise(classify_connect_failure(msg), "cannot connect to " + shared_->masked + ": " + msg);
     }
   }
   casecore::dialect dialect() const noexcept override { return casecore::dialect::postgresql; }
-  std::string describe() const override { return masked_; }
+  std::string describe() const override { return shared_->masked; }
+  std::shared_ptr<detail::backend> read_replicas() const override { return replicas_; }
+
+  const pg_shared& shared() const noexcept { return *shared_; }
 
 private:
-  std::string conninfo_;
-  std::string masked_;
-  std::optional<std::int64_t> statement_timeout_ms_;
+  std::shared_ptr<pg_shared> shared_;
+  std::shared_ptr<detail::backend> replicas_;
 };
 
+std::shared_ptr<pg_shared> make_shared_settings(const database_url& url, internal::target which) {
+  auto s = std::make_shared<pg_shared>();
+  s->conninfo = internal::libpq_conninfo(url, which);
+  s->masked = url.masked;
+  s->password = url.password;
+  if (auto it = url.driver.find("password"); it != url.driver.end()) s->password = it->second;
+  s->primary = which == internal::target::primary;
+  s->statement_timeout = std::chrono::milliseconds(url_param(url, "statement_timeout_ms", 0));
+  s->lock_timeout = std::chrono::milliseconds(url_param(url, "lock_timeout_ms", 0));
+  if (auto it = url.casecore.find("schema"); it != url.casecore.end()) {
+    s->schema = it->second;
+    s->pinned_path = s->schema + ", pg_temp";
+    s->path_ready = true;
+  }
+  const auto mode = url.casecore.count("pooler") ? url.casecore.at("pooler") : std::string("auto");
+  s->pooler = mode == "none" ? pooler_mode::none
+              : mode == "session" ? pooler_mode::session
+              : mode == "transaction" ? pooler_mode::transaction
+                                      : pooler_mode::auto_detect;
+  s->unnamed = s->pooler == pooler_mode::transaction;
+  s->pooler_seen = s->pooler == pooler_mode::transaction || s->pooler == pooler_mode::session;
+  return s;
+}
 
 } // namespace
 
 std::shared_ptr<detail::backend> make_backend(const database_url& url, database_options& db_options) {
   if (url.scheme != "postgresql") raise(errc::bad_url, "not a postgresql URL: " + url.masked);
   apply_pool_params(url, db_options.pool);
-  std::optional<std::int64_t> stmt_timeout;
-  if (url.casecore.count("statement_timeout_ms")) stmt_timeout = url_param(url, "statement_timeout_ms", 0);
-  std::string conninfo = url.target;
-  if (conninfo.find("connect_timeout=") == std::string::npos)
-    conninfo += (conninfo.find('?') == std::string::npos ? "?" : "&") + std::string("connect_timeout=5");
-  if (conninfo.find("application_name=") == std::string::npos) conninfo += "&application_name=casecore";
-  return std::make_shared<pg_backend>(conninfo, url.masked, stmt_timeout);
+  if (url.casecore.count("reconnect_budget_ms"))
+    db_options.reconnect_budget = std::chrono::milliseconds(url_param(url, "reconnect_budget_ms", 0));
+  std::shared_ptr<detail::backend> replicas;
+  if (url.casecore.count("replicas"))
+    replicas = std::make_shared<pg_backend>(make_shared_settings(url, internal::target::replicas));
+  if (url.casecore.count("replica_wait_ms"))
+    db_options.replica_wait = std::chrono::milliseconds(url_param(url, "replica_wait_ms", 0));
+  auto primary = make_shared_settings(url, internal::target::primary);
+  primary->track_commits = replicas != nullptr;
+  return std::make_shared<pg_backend>(std::move(primary), std::move(replicas));
 }
 
 database open(const database_url& url, database_options db_options) {
@@ -270,6 +476,16 @@ database open(const database_url& url, database_options db_options) {
   probe.reconnect_budget = std::chrono::milliseconds(0); // open() reports an unreachable server at once
   db.read([](transaction&) {}, probe); // connect now: an unreachable server fails here, typed
   return db;
+}
+
+bool behind_pooler(const database& db) noexcept {
+  const auto* b = dynamic_cast<const pg_backend*>(db.backend().get());
+  return b && b->shared().pooler_seen.load();
+}
+
+bool uses_unnamed_statements(const database& db) noexcept {
+  const auto* b = dynamic_cast<const pg_backend*>(db.backend().get());
+  return b && b->shared().unnamed.load();
 }
 
 } // namespace casecore::postgres

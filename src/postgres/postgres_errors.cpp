@@ -7,7 +7,7 @@
 namespace casecore::postgres {
 
 errc map_sqlstate(std::string_view s) noexcept {
-  static constexpr std::array<std::pair<std::string_view, errc>, 18> exact{{
+  static constexpr std::pair<std::string_view, errc> exact[] = {
       {"40001", errc::serialization_failure},
       {"40P01", errc::deadlock},
       {"40003", errc::outcome_unknown},      // statement_completion_unknown
@@ -24,9 +24,15 @@ errc map_sqlstate(std::string_view s) noexcept {
       {"57P03", errc::connection_lost},      // cannot_connect_now (starting up)
       {"53300", errc::busy},                 // too_many_connections
       {"25P02", errc::backend_error},        // in_failed_sql_transaction
-      {"3D000", errc::backend_unavailable},  // invalid_catalog_name (no such database)
-      {"28P01", errc::backend_unavailable},  // invalid_password
-  }};
+      {"25006", errc::connection_lost},      // read_only_sql_transaction: a standby / demoted primary; reconnect
+      {"25P03", errc::connection_lost},      // idle_in_transaction_session_timeout ended the session
+      {"57P04", errc::configuration},        // database_dropped
+      {"26000", errc::configuration},        // invalid_sql_statement_name: a transaction pooler (never retried)
+      {"42P05", errc::configuration},        // duplicate_prepared_statement: a transaction pooler (never retried)
+      {"3D000", errc::configuration},        // invalid_catalog_name (no such database)
+      {"28P01", errc::configuration},        // invalid_password
+      {"28000", errc::configuration},        // invalid_authorization_specification (no such role, pg_hba)
+  };
   for (const auto& [code, cause] : exact)
     if (code == s) return cause;
   if (s.size() == 5) {

@@ -63,7 +63,7 @@ scratch_database::scratch_database(backend_kind kind, std::string url_params) : 
                                      "or run the suite through scripts/test.sh");
   schema_ = "t_" + token;
   pg_admin(admin_url_).write([&](transaction& tx) { tx.exec_script("CREATE SCHEMA " + schema_); });
-  url_ = admin_url_ + (admin_url_.find('?') == std::string::npos ? "?" : "&") + "options=-csearch_path%3D" + schema_ +
+  url_ = admin_url_ + (admin_url_.find('?') == std::string::npos ? "?" : "&") + "schema=" + schema_ +
          (url_params.empty() ? "" : "&" + url_params);
 }
 
@@ -74,6 +74,11 @@ scratch_database::~scratch_database() {
   }
   std::error_code ec;
   std::filesystem::remove_all(folder_, ec);
+}
+
+bool behind_test_pooler() {
+  const auto v = env("CASECORE_TEST_PG_POOLER");
+  return !v.empty() && v != "none";
 }
 
 database scratch_database::open(database_options options) const { return casecore::open(url_, std::move(options)); }

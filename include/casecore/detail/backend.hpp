@@ -8,7 +8,9 @@
 #include <casecore/value.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -57,6 +59,11 @@ public:
   virtual bool broken() const noexcept = 0;
   /// The SQL dialect.
   virtual casecore::dialect dialect() const noexcept = 0;
+  /// After a COMMIT: a position in the server's history at or after that commit (PostgreSQL: the
+  /// WAL LSN), or nullopt when the backend has no replicas to compare it with.
+  virtual std::optional<std::uint64_t> commit_position() { return std::nullopt; }
+  /// On a replica connection: true once it has replayed history up to `position`.
+  virtual bool replayed(std::uint64_t position) { return position == 0; }
 };
 
 /// A connection factory for one database.
@@ -69,6 +76,8 @@ public:
   virtual casecore::dialect dialect() const noexcept = 0;
   /// The URL with any password masked.
   virtual std::string describe() const = 0;
+  /// A factory for read-only connections to replicas (standbys), or nullptr when there are none.
+  virtual std::shared_ptr<backend> read_replicas() const { return nullptr; }
 };
 
 } // namespace detail

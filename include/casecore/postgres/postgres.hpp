@@ -23,4 +23,18 @@ database open(const database_url& url, database_options db_options = {});
 /// Translate a SQLSTATE to casecore's cause (the adapter's mapping table).
 errc map_sqlstate(std::string_view sqlstate) noexcept;
 
+/// How a connection pooler between casecore and PostgreSQL is handled (URL `pooler=`).
+enum class pooler_mode {
+  auto_detect, ///< default: detect a pooler at connect time and use unnamed statements behind one
+  none,        ///< direct connections: named (content-hashed) prepared statements
+  session,     ///< a session-mode pooler: like none, but reported by behind_pooler()
+  transaction, ///< a transaction-mode pooler: unnamed statements only
+};
+
+/// True when `db` talks to PostgreSQL through a pooler (declared, or detected at connect).
+bool behind_pooler(const database& db) noexcept;
+
+/// True when `db` uses unnamed statements (a transaction pooler was declared or detected).
+bool uses_unnamed_statements(const database& db) noexcept;
+
 } // namespace casecore::postgres

@@ -2,8 +2,9 @@
 //
 // scratch_database gives each test its own empty database on the chosen backend:
 //   * SQLite: a new file in a new temporary folder, removed afterwards;
-//   * PostgreSQL: a new schema in the server named by CASECORE_TEST_PG_URL (the URL's search_path is
-//     set to it, so child processes opening url() see the same tables), dropped afterwards.
+//   * PostgreSQL: a new schema in the server named by CASECORE_TEST_PG_URL (the URL's `schema=` pins
+//     search_path to it in every transaction — which also works through a transaction pooler — so
+//     child processes opening url() see the same tables), dropped afterwards.
 // CASECORE_TEST_SQLITE_PARAMS adds URL parameters to every SQLite fixture (e.g. synchronous=normal).
 // The backend comes from CASECORE_TEST_BACKEND (sqlite | postgres, default sqlite). A PostgreSQL
 // fixture without a reachable server throws backend_unavailable: tests fail, they never skip.
@@ -53,5 +54,10 @@ private:
 
 /// The temporary folder tests use (TMPDIR or /tmp).
 std::filesystem::path temp_root();
+
+/// True when CASECORE_TEST_PG_POOLER names a pooler (transaction | session) between the tests and
+/// PostgreSQL: tests that need a direct session (startup options, killing a server backend by pid,
+/// holding more connections than the pooler has) skip themselves and say why.
+bool behind_test_pooler();
 
 } // namespace casecore::testing
