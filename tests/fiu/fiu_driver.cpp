@@ -48,10 +48,13 @@
 #include <functional>
 #include <iomanip>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
+#include <typeinfo>
 #include <vector>
 
 namespace fs = std::filesystem;
