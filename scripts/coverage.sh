@@ -15,9 +15,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-# The floors hold today (docs/testing.md has the history); the target of issue 10 is 95 / 85.
+# The floors sit just under today's figures (95.3 % / 80.0 %, docs/testing.md has the history) so a
+# change that drops coverage fails; raise them as tests are added. Issue 10's target is 95 / 85.
 min_lines=${CASECORE_COVERAGE_MIN_LINES:-95.0}
-min_branches=${CASECORE_COVERAGE_MIN_BRANCHES:-79.0}
+min_branches=${CASECORE_COVERAGE_MIN_BRANCHES:-79.5}
 build=1
 keep_going=0
 for a in "$@"; do
@@ -36,12 +37,24 @@ if ((build)); then
 fi
 command -v gcovr >/dev/null || { echo "coverage: gcovr not found (apt-get install gcovr)" >&2; exit 2; }
 
+# The same servers as scripts/test.sh: a throwaway cluster and two PgBouncers in front of it.
+cleanup=()
+trap 'for c in "${cleanup[@]}"; do eval "$c" >/dev/null 2>&1 || true; done' EXIT
 if [ -z "${CASECORE_TEST_PG_URL:-}" ]; then
   pgdir=$(mktemp -d "${TMPDIR:-/tmp}/casecore-pg-XXXXXX")
-  trap 'scripts/pg-cluster.sh stop "$pgdir" >/dev/null 2>&1 || true; rm -rf "$pgdir"' EXIT
+  cleanup+=("scripts/pg-cluster.sh stop '$pgdir'; rm -rf '$pgdir'")
   CASECORE_TEST_PG_URL=$(scripts/pg-cluster.sh start "$pgdir")
   CASECORE_TEST_PG_DIR=$pgdir
   export CASECORE_TEST_PG_URL CASECORE_TEST_PG_DIR
+fi
+if [ -z "${CASECORE_TEST_PGBOUNCER_URL:-}" ]; then
+  pg_port=$(echo "$CASECORE_TEST_PG_URL" | sed -E 's|.*:([0-9]+)/.*|\1|')
+  bdir=$(mktemp -d "${TMPDIR:-/tmp}/casecore-bouncer-XXXXXX")
+  chmod 0755 "$bdir" # as root, pgbouncer runs as postgres and must reach $bdir/tx and $bdir/session
+  cleanup+=("scripts/pgbouncer.sh stop '$bdir/tx'; scripts/pgbouncer.sh stop '$bdir/session'; rm -rf '$bdir'")
+  CASECORE_TEST_PGBOUNCER_URL=$(scripts/pgbouncer.sh start "$bdir/tx" "$pg_port" transaction 4)
+  CASECORE_TEST_PGBOUNCER_SESSION_URL=$(scripts/pgbouncer.sh start "$bdir/session" "$pg_port" session 80)
+  export CASECORE_TEST_PGBOUNCER_URL CASECORE_TEST_PGBOUNCER_SESSION_URL
 fi
 
 # The property tests run 1,000 cases each here instead of 10,000 (the default suite runs those):

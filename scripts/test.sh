@@ -25,6 +25,7 @@ fi
 if [ -z "${CASECORE_TEST_PGBOUNCER_URL:-}" ]; then
   pg_port=$(echo "$CASECORE_TEST_PG_URL" | sed -E 's|.*:([0-9]+)/.*|\1|')
   bdir=$(mktemp -d "${TMPDIR:-/tmp}/casecore-bouncer-XXXXXX")
+  chmod 0755 "$bdir" # as root, pgbouncer runs as postgres and must reach $bdir/tx and $bdir/session
   cleanup+=("scripts/pgbouncer.sh stop '$bdir/tx'; scripts/pgbouncer.sh stop '$bdir/session'; rm -rf '$bdir'")
   CASECORE_TEST_PGBOUNCER_URL=$(scripts/pgbouncer.sh start "$bdir/tx" "$pg_port" transaction 4)
   # Session mode pins a server connection per client connection: enough of them for the suite.
