@@ -34,9 +34,10 @@ struct idle_backend final : detail::backend {
   std::string describe() const override { return "idle"; }
 };
 
-void bench_sqlite(const std::string& label, const std::string& path) {
+// Both sides run with the same synchronous level: FULL (casecore's default) or NORMAL (its opt-in).
+void bench_sqlite(const std::string& label, const std::string& path, const char* sync) {
   const auto d = bench::duration();
-  auto db = open(path == ":memory:" ? "sqlite::memory:" : "sqlite://" + path);
+  auto db = open((path == ":memory:" ? "sqlite::memory:" : "sqlite://" + path) + "?synchronous=" + sync);
   db.write([](transaction& tx) {
     tx.exec_script("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, n BIGINT NOT NULL)");
     tx.exec("INSERT INTO t VALUES(1, 0) ON CONFLICT(id) DO NOTHING");
@@ -51,7 +52,7 @@ void bench_sqlite(const std::string& label, const std::string& path) {
   });
   // Raw: for :memory: the casecore handle owns the only copy of the database, so the raw side gets its own.
   SQLite::Database raw(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE, 5000);
-  raw.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON");
+  raw.exec(std::string("PRAGMA journal_mode=WAL; PRAGMA synchronous=") + sync + "; PRAGMA foreign_keys=ON");
   raw.exec("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, n BIGINT NOT NULL); INSERT INTO t VALUES(1, 0) ON CONFLICT(id) DO NOTHING");
   SQLite::Statement upd(raw, "UPDATE t SET n = n + 1 WHERE id = ?");
   SQLite::Statement sel(raw, "SELECT n FROM t WHERE id = ?");
@@ -132,13 +133,15 @@ void bench_pool() {
 int main() {
   bench::header();
   bench_pool();
-  bench_sqlite("sqlite :memory:", ":memory:");
+  bench_sqlite("sqlite :memory:", ":memory:", "full");
   const auto file = std::filesystem::temp_directory_path() / "casecore-bench-core.db";
-  std::filesystem::remove(file);
-  bench_sqlite("sqlite file (WAL, NORMAL)", file.string());
-  std::filesystem::remove(file);
-  std::filesystem::remove(file.string() + "-wal");
-  std::filesystem::remove(file.string() + "-shm");
+  for (const char* sync : {"full", "normal"}) {
+    std::filesystem::remove(file);
+    bench_sqlite(std::string("sqlite file (WAL, ") + sync + ")", file.string(), sync);
+    std::filesystem::remove(file);
+    std::filesystem::remove(file.string() + "-wal");
+    std::filesystem::remove(file.string() + "-shm");
+  }
   if (const auto url = bench::pg_url(); !url.empty()) bench_postgres(url);
   else std::printf("(no BENCH_PG_URL / CASECORE_TEST_PG_URL: PostgreSQL rows skipped)\n");
 }

@@ -49,7 +49,8 @@ void run_backend(const std::string& name, const std::string& url) {
   for (int callers : {1, 8, 32}) {
     db_single_flight<int> flight(db);
     const double lib = bench::measure(callers, d, [&](int t) {
-      flight.run("k" + std::to_string(t % 4), [] { return std::optional<int>{}; }, [&] { return render(db); });
+      flight.run("k" + std::to_string(t % 4), [] { return std::optional<int>{}; }, [&] { return render(db); },
+                 [](transaction&, const int&) {});
       return 1;
     });
     const double raw = bench::measure(callers, d, [&](int) { render(db); return 1; });

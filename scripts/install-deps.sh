@@ -26,10 +26,13 @@ PACKAGES=(
     libssl-dev
     postgresql-15
     postgresql-client-15
-    librapidcheck-dev
-    libfiu-dev
+    pgbouncer   # the suite runs through PgBouncer 1.18 in transaction and session mode
+    iproute2    # test hosts in network namespaces (scripts/netns.sh)
+    faketime    # skewed clocks per process in lease and trigger tests
+    librapidcheck-dev  # property tests (tests/property)
+    libfiu-dev  # injected I/O faults (tests/fiu)
     fiu-utils
-    gcovr
+    gcovr       # scripts/coverage.sh
 )
 
 die() {

@@ -26,6 +26,8 @@
 # the calling user.  PG_BIN overrides /usr/lib/postgresql/15/bin.
 # CASECORE_PG_DURABLE=1 at the first start writes fsync = on and full_page_writes = on instead of
 # off (for benchmarks that should pay for durable commits; tests do not need it).
+# CASECORE_PG_LISTEN="127.0.0.1,10.231.1.1" at the first start listens on those addresses too and
+# trusts clients on their networks (test hosts in network namespaces, scripts/netns.sh).
 set -euo pipefail
 
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -152,7 +154,7 @@ conf_quote() {
 }
 
 write_conf() {
-    local port=$1 conf=$DATA/casecore.conf durable=off note="NOT durable"
+    local port=$1 conf=$DATA/casecore.conf durable=off note="NOT durable" listen=${CASECORE_PG_LISTEN:-127.0.0.1}
     if [[ ${CASECORE_PG_DURABLE:-0} == 1 ]]; then
         durable=on
         note="durable (CASECORE_PG_DURABLE=1)"
@@ -160,7 +162,7 @@ write_conf() {
     cat >"$conf" <<EOF
 # Written by scripts/pg-cluster.sh -- throwaway test cluster, $note.
 port = $port
-listen_addresses = '127.0.0.1'
+listen_addresses = '$listen'
 unix_socket_directories = $(conf_quote "$DIR")
 fsync = $durable
 full_page_writes = $durable
@@ -243,6 +245,10 @@ cmd_start() {
             die "initdb failed"
         fi
         echo "include 'casecore.conf'" >>"$DATA/postgresql.conf"
+        if [[ -n ${CASECORE_PG_LISTEN:-} ]]; then
+            # Clients on the listed addresses' networks (test hosts in network namespaces) may connect.
+            echo "host all all samenet trust" >>"$DATA/pg_hba.conf"
+        fi
         echo "$PG_USER" >"$DIR/user"
 
         # Retry with another port if we lost a race for it.

@@ -2,13 +2,15 @@
 #include <casecore/detail/repository_identifier.hpp>
 #include <casecore/migration.hpp>
 
+#include <charconv>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <tuple>
+#include <utility>
 
 namespace casecore {
 
@@ -28,9 +30,16 @@ namespace counter {
 namespace {
 
 // One statement serves next() and reserve(): a constant SQL text keeps the prepared statement cached.
+// The WHERE guard keeps value + n inside BIGINT in the statement itself: PostgreSQL would raise an
+// untyped out-of-range error and SQLite silently turns the sum into a floating-point number. When the
+// guard is false the upsert writes nothing and returns no row. It never overflows itself: the
+// subtrahend is 1..2^40 (checked before the statement).
 constexpr std::string_view add_sql =
     "INSERT INTO casecore_counters(name, scope, value) VALUES($1, $2, $3) "
-    "ON CONFLICT(name, scope) DO UPDATE SET value = casecore_counters.value + excluded.value RETURNING value";
+    "ON CONFLICT(name, scope) DO UPDATE SET value = casecore_counters.value + excluded.value "
+    "WHERE casecore_counters.value <= 9223372036854775807 - excluded.value RETURNING value";
+
+constexpr std::int64_t max_reserve = std::int64_t{1} << 40;
 
 void check_text(std::string_view s, std::string_view what, bool allow_empty) {
   if ((!allow_empty && s.empty()) || s.size() > max_key_length)
@@ -39,9 +48,46 @@ void check_text(std::string_view s, std::string_view what, bool allow_empty) {
     if (c < 0x20 || c == 0x7f) raise(errc::invalid_argument, "counter " + std::string(what) + " contains a control character");
 }
 
-std::int64_t add(transaction& tx, std::string_view name, std::string_view scope, std::int64_t n) {
+[[noreturn]] void raise_exhausted(std::string_view name, std::string_view scope, std::int64_t n) {
+  raise(errc::invalid_argument, "counter '" + std::string(name) + "'" + (scope.empty() ? "" : " scope '" + std::string(scope) + "'") +
+                                    " cannot hand out " + std::to_string(n) +
+                                    " more number(s) without passing 9223372036854775807; nothing written");
+}
+
+// The counter's new value, or nullopt when adding `n` would pass INT64_MAX (nothing written then).
+std::optional<std::int64_t> try_add(transaction& tx, std::string_view name, std::string_view scope, std::int64_t n) {
   if (!tx.writable()) raise(errc::invalid_argument, "counters need a write transaction");
-  return tx.query_one<std::int64_t>(add_sql, name, scope, n);
+  return tx.query_optional<std::int64_t>(add_sql, name, scope, n);
+}
+
+std::int64_t add(transaction& tx, std::string_view name, std::string_view scope, std::int64_t n) {
+  if (auto v = try_add(tx, name, scope, n)) return *v;
+  raise_exhausted(name, scope, n);
+}
+
+// MAX(column) of a legacy table as a seed: integers as they are, floating-point and text only when
+// they hold an integer in [0, INT64_MAX] (a bare cast of an out-of-range double is undefined behaviour).
+std::int64_t legacy_seed(const value& v) {
+  if (std::holds_alternative<null_t>(v)) return 0;
+  if (auto i = std::get_if<std::int64_t>(&v)) return *i;
+  auto from_double = [](double d) -> std::optional<std::int64_t> {
+    if (!std::isfinite(d) || d != std::floor(d) || d < -9223372036854775808.0 || d >= 9223372036854775808.0) return std::nullopt;
+    return static_cast<std::int64_t>(d);
+  };
+  std::optional<std::int64_t> out;
+  if (auto d = std::get_if<double>(&v)) out = from_double(*d);
+  if (auto s = std::get_if<std::string>(&v)) {
+    std::int64_t i = 0;
+    if (auto [p, ec] = std::from_chars(s->data(), s->data() + s->size(), i); ec == std::errc{} && p == s->data() + s->size()) {
+      out = i;
+    } else {
+      double d = 0;
+      if (auto [q, ec2] = std::from_chars(s->data(), s->data() + s->size(), d); ec2 == std::errc{} && q == s->data() + s->size())
+        out = from_double(d);
+    }
+  }
+  if (!out) raise(errc::invalid_argument, "counter seed: the legacy maximum is not an integer in 0..9223372036854775807");
+  return *out;
 }
 
 // --- the standalone combiner -------------------------------------------------------------------
@@ -64,7 +110,15 @@ struct combiner {
   std::condition_variable cv;
   std::deque<request*> queue;
   bool leading = false;
-  std::int64_t next = 0, end = 0;  // the in-memory block [next, end)
+  // The in-memory block: `left` numbers starting at `next`. A count, not an end bound, because the
+  // last block of a counter ends at INT64_MAX and one past it is not representable.
+  std::int64_t next = 0, left = 0;
+
+  std::int64_t take() noexcept {
+    const auto n = next;
+    if (--left > 0) ++next;
+    return n;
+  }
   std::int64_t prefetch = 0;       // extra numbers to reserve at the next refill
   std::chrono::steady_clock::time_point last_refill{};
 };
@@ -73,14 +127,25 @@ constexpr std::size_t max_batch = 1024;
 constexpr std::int64_t max_prefetch = 1024;
 constexpr auto busy_window = std::chrono::milliseconds(20);
 
+// The combiners of one database live in that database's shared state (detail::feature_state), not in
+// a process-wide map keyed by the handle's address: an address is recycled by the next database
+// opened after a close, and its callers were then served the old database's prefetched numbers.
+struct combiners {
+  std::mutex m;
+  // Key: name + '\n' + scope (neither may contain a control character), looked up without allocating.
+  std::map<std::string, std::shared_ptr<combiner>, std::less<>> by_counter;
+};
+constexpr char combiners_key = 0; // its address names the slot
+
 std::shared_ptr<combiner> combiner_for(const database& db, std::string_view name, std::string_view scope) {
-  static std::mutex registry_mutex;
-  // Entries live as long as the process: one small object per counter ever used standalone.
-  static std::map<std::tuple<const void*, std::string, std::string>, std::shared_ptr<combiner>, std::less<>> registry;
-  std::lock_guard g(registry_mutex);
-  auto& slot = registry[{db.identity(), std::string(name), std::string(scope)}];
-  if (!slot) slot = std::make_shared<combiner>();
-  return slot;
+  auto all = std::static_pointer_cast<combiners>(
+      detail::feature_state(db, &combiners_key, [] { return std::static_pointer_cast<void>(std::make_shared<combiners>()); }));
+  thread_local std::string key;
+  key.assign(name).append(1, '\n').append(scope);
+  std::lock_guard g(all->m);
+  auto it = all->by_counter.find(std::string_view(key));
+  if (it == all->by_counter.end()) it = all->by_counter.emplace(key, std::make_shared<combiner>()).first;
+  return it->second;
 }
 
 void adapt_prefetch(combiner& c) {
@@ -97,13 +162,20 @@ void lead(database& db, combiner& c, std::unique_lock<std::mutex>& lock, std::st
     c.queue.pop_front();
   }
   adapt_prefetch(c);
-  const auto want = static_cast<std::int64_t>(batch.size()) + c.prefetch;
+  auto want = static_cast<std::int64_t>(batch.size()) + c.prefetch;
   c.leading = true;
   lock.unlock();
   std::int64_t first = 0;
   std::exception_ptr failure;
   try {
-    first = db.write([&](transaction& tx) { return add(tx, name, scope, want) - want + 1; });
+    auto top = db.write([&](transaction& tx) { return try_add(tx, name, scope, want); });
+    if (!top && want > static_cast<std::int64_t>(batch.size())) {
+      // Near INT64_MAX the prefetch may not fit where the batch still does: hand out the last numbers.
+      want = static_cast<std::int64_t>(batch.size());
+      top = db.write([&](transaction& tx) { return try_add(tx, name, scope, want); });
+    }
+    if (!top) raise_exhausted(name, scope, want);
+    first = *top - want + 1;
   } catch (...) {
     failure = std::current_exception();
   }
@@ -114,11 +186,11 @@ void lead(database& db, combiner& c, std::unique_lock<std::mutex>& lock, std::st
     batch[i]->done = true;
   }
   if (!failure) {
-    c.next = first + static_cast<std::int64_t>(batch.size());
-    c.end = first + want;
+    c.left = want - static_cast<std::int64_t>(batch.size());
+    if (c.left > 0) c.next = first + static_cast<std::int64_t>(batch.size());
     // Serve whoever queued while the transaction ran straight from the new block.
-    while (!c.queue.empty() && c.next < c.end) {
-      c.queue.front()->number = c.next++;
+    while (!c.queue.empty() && c.left > 0) {
+      c.queue.front()->number = c.take();
       c.queue.front()->done = true;
       c.queue.pop_front();
     }
@@ -141,7 +213,7 @@ std::int64_t next(transaction& tx, std::string_view name, std::string_view scope
 std::int64_t reserve(transaction& tx, std::string_view name, std::string_view scope, std::int64_t n) {
   check_name(name);
   check_scope(scope);
-  if (n <= 0 || n > (std::int64_t{1} << 40)) raise(errc::invalid_argument, "counter reserve needs 1 <= n <= 2^40");
+  if (n <= 0 || n > max_reserve) raise(errc::invalid_argument, "counter reserve needs 1 <= n <= 2^40");
   return add(tx, name, scope, n) - n + 1;
 }
 
@@ -179,9 +251,8 @@ std::int64_t seed_from_table(transaction& tx, std::string_view name, std::string
   check_scope(scope);
   detail::check_identifier(table, "legacy table");
   detail::check_identifier(column, "legacy column");
-  const auto top = tx.query_one<std::optional<std::int64_t>>(
-      "SELECT MAX(" + std::string(column) + ") FROM " + std::string(table));
-  return seed_from_max(tx, name, scope, top.value_or(0));
+  const auto top = tx.query_one<value>("SELECT MAX(" + std::string(column) + ") FROM " + std::string(table));
+  return seed_from_max(tx, name, scope, legacy_seed(top));
 }
 
 std::int64_t next(database& db, std::string_view name, std::string_view scope) {
@@ -189,7 +260,7 @@ std::int64_t next(database& db, std::string_view name, std::string_view scope) {
   check_scope(scope);
   auto c = combiner_for(db, name, scope);
   std::unique_lock lock(c->m);
-  if (c->next < c->end) return c->next++; // served from the block: no transaction
+  if (c->left > 0) return c->take(); // served from the block: no transaction
   request mine;
   c->queue.push_back(&mine);
   while (!mine.done) {

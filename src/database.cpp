@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
+#include <mutex>
 #include <thread>
 
 namespace casecore {
@@ -23,6 +25,8 @@ struct database_state final : hook_runner {
       retries_deadlock{0}, retries_connection{0}, retries_pool_timeout{0}, retries_reconnect{0}, outcome_unknown{0},
       conflicts{0};
   mutable std::atomic<std::uint64_t> hook_failures{0};
+  std::mutex features_mutex;
+  std::map<const void*, std::shared_ptr<void>> features; // see detail::feature_state
 
   void run(std::vector<std::function<void()>>& hooks) const noexcept override;
 };
@@ -90,6 +94,15 @@ void detail::database_state::run(std::vector<std::function<void()>>& hooks) cons
 
 database::database(std::shared_ptr<detail::backend> backend, database_options options)
     : state_(std::make_shared<detail::database_state>(std::move(backend), std::move(options))) {}
+
+std::shared_ptr<void> detail::feature_state(const database& db, const void* key,
+                                            function_ref<std::shared_ptr<void>()> make) {
+  auto& st = *db.state_;
+  std::lock_guard g(st.features_mutex);
+  auto& slot = st.features[key];
+  if (!slot) slot = make();
+  return slot;
+}
 
 casecore::dialect database::dialect() const noexcept { return state_->backend_ptr->dialect(); }
 const std::shared_ptr<detail::backend>& database::backend() const noexcept { return state_->backend_ptr; }

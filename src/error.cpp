@@ -22,6 +22,7 @@ std::string_view to_string(errc code) noexcept {
     case errc::configuration: return "configuration";
     case errc::timeout: return "timeout";
     case errc::unsupported: return "unsupported";
+    case errc::flight_failed: return "flight_failed";
     case errc::backend_error: return "backend_error";
     case errc::internal: return "internal";
   }

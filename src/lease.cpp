@@ -1,3 +1,4 @@
+#include <casecore/detail/step.hpp>
 #include <casecore/lease.hpp>
 #include <casecore/migration.hpp>
 
@@ -25,28 +26,101 @@ namespace {
 
 constexpr std::size_t max_name = 200;
 
-void check_name(std::string_view name) {
-  if (name.empty() || name.size() > max_name) raise(errc::invalid_argument, "lease name must be 1..200 characters");
+// Issue 16 #5: names and owners reach terminals (CLI text output) and logs, so they must be valid
+// UTF-8 without C0 controls, DEL or C1 controls (U+0080..U+009F). A local check until the shared
+// validator (casecore/detail/text.hpp) lands; then this becomes a call to it.
+bool printable_utf8(std::string_view s) noexcept {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  while (p < end) {
+    const unsigned c = *p;
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f) return false;
+      ++p;
+      continue;
+    }
+    int more = 0;
+    unsigned lo = 0x80, hi = 0xbf; // allowed range of the first continuation byte
+    if (c >= 0xc2 && c <= 0xdf) {
+      more = 1;
+      if (c == 0xc2) lo = 0xa0; // U+0080..U+009F are the C1 controls
+    } else if (c == 0xe0) {
+      more = 2, lo = 0xa0; // no overlong forms
+    } else if ((c >= 0xe1 && c <= 0xec) || c == 0xee || c == 0xef) {
+      more = 2;
+    } else if (c == 0xed) {
+      more = 2, hi = 0x9f; // no UTF-16 surrogates
+    } else if (c == 0xf0) {
+      more = 3, lo = 0x90;
+    } else if (c >= 0xf1 && c <= 0xf3) {
+      more = 3;
+    } else if (c == 0xf4) {
+      more = 3, hi = 0x8f; // nothing above U+10FFFF
+    } else {
+      return false;
+    }
+    if (end - p <= more) return false;
+    if (p[1] < lo || p[1] > hi) return false;
+    for (int i = 2; i <= more; ++i)
+      if (p[i] < 0x80 || p[i] > 0xbf) return false;
+    p += more + 1;
+  }
+  return true;
 }
-void check_owner(std::string_view owner) {
-  if (owner.empty() || owner.size() > max_name) raise(errc::invalid_argument, "lease owner must be 1..200 characters");
+
+void check_text(std::string_view s, std::string_view what, bool allow_empty = false) {
+  if ((!allow_empty && s.empty()) || s.size() > max_name)
+    raise(errc::invalid_argument, "lease " + std::string(what) + " must be " + (allow_empty ? "0" : "1") + "..200 bytes");
+  if (!printable_utf8(s))
+    raise(errc::invalid_argument, "lease " + std::string(what) + " contains a control character or invalid UTF-8");
 }
+void check_name(std::string_view name) { check_text(name, "name"); }
+void check_owner(std::string_view owner) { check_text(owner, "owner"); }
+
 std::int64_t ttl_us(std::chrono::milliseconds ttl) {
   if (ttl.count() <= 0) raise(errc::invalid_argument, "lease ttl must be positive");
   if (ttl > std::chrono::hours(24 * 365)) raise(errc::invalid_argument, "lease ttl longer than a year");
   return ttl.count() * 1000;
 }
 
-// The whole decision is this one statement: the conflict branch only fires when the row is expired
-// or already ours, and the database serialises it on the row, so two callers can never both win.
-// The token is bumped on every acquisition (also by the same owner), so an older grant is fenced off.
-constexpr std::string_view acquire_sql =
+// Acquisition, in the caller's transaction:
+//  1. lock the row only if it is expired (PostgreSQL FOR UPDATE). That lock conflicts with the
+//     FOR KEY SHARE that check() holds in a guarded transaction, so a takeover waits until every
+//     write checked under the old token has committed or rolled back (bounded by lock_timeout).
+//     A live row is not locked, so waiting for a live lease never queues behind its holder.
+//  2. take the locked, expired row over (token + 1), or
+//  3. insert the first row of a new name; ON CONFLICT DO NOTHING makes a row that exists (live, or
+//     expired only since step 1) a plain "not acquired": a takeover never happens without step 1.
+// The same owner string gets no special treatment: a live lease is extended with its token (renew),
+// never re-acquired, so two instances configured with one owner name still exclude each other.
+constexpr std::string_view lock_expired_pg =
+    "SELECT token FROM casecore_leases WHERE name = $1 AND expires_at < casecore_now_us() FOR UPDATE";
+constexpr std::string_view lock_expired_sqlite = // one writer at a time: the write lock is the lock
+    "SELECT token FROM casecore_leases WHERE name = $1 AND expires_at < casecore_now_us()";
+constexpr std::string_view take_over_sql =
+    "UPDATE casecore_leases SET owner = $2, token = token + 1, expires_at = casecore_now_us() + $3,"
+    " acquired_at = casecore_now_us() WHERE name = $1 AND expires_at < casecore_now_us() RETURNING token, expires_at";
+constexpr std::string_view insert_sql =
     "INSERT INTO casecore_leases(name, owner, token, expires_at, acquired_at) "
-    "VALUES($1, $2, 1, casecore_now_us() + $3, casecore_now_us()) "
-    "ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, token = casecore_leases.token + 1, "
-    "expires_at = excluded.expires_at, acquired_at = excluded.acquired_at "
-    "WHERE casecore_leases.expires_at < casecore_now_us() OR casecore_leases.owner = excluded.owner "
-    "RETURNING token, expires_at";
+    "VALUES($1, $2, 1, casecore_now_us() + $3, casecore_now_us()) ON CONFLICT(name) DO NOTHING RETURNING token, expires_at";
+
+// The fence. FOR KEY SHARE (PostgreSQL) keeps the row from being locked FOR UPDATE, i.e. taken over,
+// until the guarded transaction ends, yet lets renew / release / force_release (plain UPDATEs of
+// non-key columns) through, so a holder's heartbeat never waits for its own slow write.
+constexpr std::string_view check_pg =
+    "SELECT 1 FROM casecore_leases WHERE name = $1 AND token = $2 AND expires_at >= casecore_now_us() FOR KEY SHARE";
+constexpr std::string_view check_sqlite =
+    "SELECT 1 FROM casecore_leases WHERE name = $1 AND token = $2 AND expires_at >= casecore_now_us()";
+
+constexpr std::string_view renew_sql =
+    "UPDATE casecore_leases SET expires_at = casecore_now_us() + $1 "
+    "WHERE name = $2 AND owner = $3 AND token = $4 AND expires_at >= casecore_now_us() RETURNING expires_at";
+constexpr std::string_view release_sql =
+    "UPDATE casecore_leases SET expires_at = 0 WHERE name = $1 AND owner = $2 AND token = $3 "
+    "AND expires_at >= casecore_now_us()";
+
+// How long try_acquire(db, ...) waits for a row or write lock before answering "not acquired".
+constexpr std::chrono::milliseconds try_lock_wait{100};
 
 info to_info(const row_ref& r, micros now) {
   info i;
@@ -59,6 +133,35 @@ info to_info(const row_ref& r, micros now) {
   return i;
 }
 
+void check_grant(const grant& g) {
+  check_name(g.name);
+  check_owner(g.owner);
+}
+
+using steady = std::chrono::steady_clock;
+
+// One acquisition decision in its own transaction, every wait in it bounded by `deadline`:
+// nullopt when the lease is held, or when its row (SQLite: the write lock) stayed locked until the
+// deadline (errc::busy = not acquired this round). Other retryable errors are retried until the
+// deadline and then rethrown; the rest propagate at once.
+std::optional<grant> decide(database& db, std::string_view name, std::string_view owner, std::chrono::milliseconds ttl,
+                            steady::time_point deadline) {
+  for (int attempt = 1;; ++attempt) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - steady::now());
+    write_options o;
+    o.lock_timeout = std::max(left, std::chrono::milliseconds(1));
+    o.retry = retry_policy::none(); // retried here, against the caller's deadline
+    o.reconnect_budget = std::max(left, std::chrono::milliseconds(0));
+    try {
+      return db.write([&](transaction& tx) { return try_acquire(tx, name, owner, ttl); }, o);
+    } catch (const error& e) {
+      if (e.code() == errc::busy) return std::nullopt;
+      if (!e.retryable() || steady::now() >= deadline) throw;
+      std::this_thread::sleep_for(std::min<steady::duration>(backoff_delay(retry_policy{}, attempt + 1), deadline - steady::now()));
+    }
+  }
+}
+
 } // namespace
 
 std::optional<grant> try_acquire(transaction& tx, std::string_view name, std::string_view owner,
@@ -67,7 +170,14 @@ std::optional<grant> try_acquire(transaction& tx, std::string_view name, std::st
   check_owner(owner);
   const auto us = ttl_us(ttl);
   if (!tx.writable()) raise(errc::invalid_argument, "lease::try_acquire needs a write transaction");
-  auto r = tx.exec(acquire_sql, name, owner, us);
+  const bool pg = tx.dialect() == dialect::postgresql;
+  if (!tx.exec(pg ? lock_expired_pg : lock_expired_sqlite, name).empty()) {
+    detail::step("lease.acquire.locked"); // an expired row is ours to take over; nothing else can
+    auto r = tx.exec(take_over_sql, name, owner, us);
+    if (r.empty()) return std::nullopt;
+    return grant{std::string(name), std::string(owner), r[0].get<std::int64_t>(0), r[0].get<micros>(1)};
+  }
+  auto r = tx.exec(insert_sql, name, owner, us);
   if (r.empty()) return std::nullopt;
   return grant{std::string(name), std::string(owner), r[0].get<std::int64_t>(0), r[0].get<micros>(1)};
 }
@@ -77,7 +187,7 @@ std::optional<grant> try_acquire(database& db, std::string_view name, std::strin
   check_name(name);
   check_owner(owner);
   ttl_us(ttl);
-  return db.write([&](transaction& tx) { return try_acquire(tx, name, owner, ttl); });
+  return decide(db, name, owner, ttl, steady::now() + try_lock_wait);
 }
 
 grant acquire(database& db, std::string_view name, std::string_view owner, std::chrono::milliseconds ttl,
@@ -87,11 +197,11 @@ grant acquire(database& db, std::string_view name, std::string_view owner, std::
   ttl_us(ttl);
   if (timeout.count() < 0) raise(errc::invalid_argument, "lease acquire timeout must not be negative");
   thread_local std::minstd_rand rng{std::random_device{}()};
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto deadline = steady::now() + timeout;
   std::chrono::microseconds ceiling{1000};
   for (;;) {
-    if (auto g = try_acquire(db, name, owner, ttl)) return *g;
-    const auto now = std::chrono::steady_clock::now();
+    if (auto g = decide(db, name, owner, ttl, deadline)) return *g;
+    const auto now = steady::now();
     if (now >= deadline) raise(errc::timeout, "lease '" + std::string(name) + "' is held by another owner");
     // Full jitter keeps many waiters from polling in lock step; the cap keeps hand-over latency low.
     std::uniform_int_distribution<std::int64_t> pick(ceiling.count() / 4, ceiling.count());
@@ -102,41 +212,45 @@ grant acquire(database& db, std::string_view name, std::string_view owner, std::
   }
 }
 
-grant renew(database& db, const grant& held, std::chrono::milliseconds ttl) {
-  check_name(held.name);
+grant renew(transaction& tx, const grant& held, std::chrono::milliseconds ttl) {
+  check_grant(held);
   const auto us = ttl_us(ttl);
-  // The loss is raised inside the unit of work, which counts it as a conflict (the one place).
-  const auto expires = db.write([&](transaction& tx) {
-    auto r = tx.query_optional<micros>(
-        "UPDATE casecore_leases SET expires_at = casecore_now_us() + $1 "
-        "WHERE name = $2 AND owner = $3 AND token = $4 AND expires_at >= casecore_now_us() RETURNING expires_at",
-        us, held.name, held.owner, held.token);
-    if (!r) throw lease_lost("lease '" + held.name + "' token " + std::to_string(held.token) + " is no longer held");
-    return *r;
-  });
+  if (!tx.writable()) raise(errc::invalid_argument, "lease::renew needs a write transaction");
+  auto r = tx.query_optional<micros>(renew_sql, us, held.name, held.owner, held.token);
+  // Raised inside the unit of work, which counts it as a conflict (the one place).
+  if (!r) throw lease_lost("lease '" + held.name + "' token " + std::to_string(held.token) + " is no longer held");
   grant g = held;
-  g.expires_at = expires;
+  g.expires_at = *r;
   return g;
 }
 
-bool release(database& db, const grant& held) {
-  check_name(held.name);
+grant renew(database& db, const grant& held, std::chrono::milliseconds ttl) {
+  check_grant(held);
+  ttl_us(ttl);
+  return db.write([&](transaction& tx) { return renew(tx, held, ttl); });
+}
+
+bool release(transaction& tx, const grant& held) {
+  check_grant(held);
+  if (!tx.writable()) raise(errc::invalid_argument, "lease::release needs a write transaction");
   // The row stays (expired) so the token keeps counting up for the next holder.
-  const auto r = db.write([&](transaction& tx) {
-    return tx.exec("UPDATE casecore_leases SET expires_at = 0 WHERE name = $1 AND owner = $2 AND token = $3 "
-                   "AND expires_at >= casecore_now_us()",
-                   held.name, held.owner, held.token);
-  });
-  return r.affected() > 0;
+  return tx.exec(release_sql, held.name, held.owner, held.token).affected() > 0;
+}
+
+bool release(database& db, const grant& held) {
+  check_grant(held);
+  return db.write([&](transaction& tx) { return release(tx, held); });
 }
 
 info force_release(database& db, std::string_view name) {
   check_name(name);
   return db.write([&](transaction& tx) {
-    // Lock the row first so the reported holder is the one whose lease this call ended.
+    // Lock the row first so the reported holder is the one whose lease this call ended. FOR NO KEY
+    // UPDATE, not FOR UPDATE: it must not wait for the holder's open guarded transactions (those keep
+    // FOR KEY SHARE); the next takeover still waits for them, so the fence holds.
     auto r = tx.exec(tx.dialect() == dialect::postgresql
                          ? "SELECT name, owner, token, expires_at, acquired_at, casecore_now_us() FROM casecore_leases "
-                           "WHERE name = $1 FOR UPDATE"
+                           "WHERE name = $1 FOR NO KEY UPDATE"
                          : "SELECT name, owner, token, expires_at, acquired_at, casecore_now_us() FROM casecore_leases "
                            "WHERE name = $1",
                      name);
@@ -149,13 +263,7 @@ info force_release(database& db, std::string_view name) {
 
 void check(transaction& tx, std::string_view name, std::int64_t token) {
   check_name(name);
-  // On PostgreSQL FOR SHARE keeps a concurrent takeover (an UPDATE of the row) waiting until the
-  // guarded transaction ends, so the check stays true until commit; SQLite's single writer does that.
-  const bool pg = tx.dialect() == dialect::postgresql;
-  const auto ok = tx.query_optional<std::int64_t>(
-      pg ? "SELECT 1 FROM casecore_leases WHERE name = $1 AND token = $2 AND expires_at >= casecore_now_us() FOR SHARE"
-         : "SELECT 1 FROM casecore_leases WHERE name = $1 AND token = $2 AND expires_at >= casecore_now_us()",
-      name, token);
+  const auto ok = tx.query_optional<std::int64_t>(tx.dialect() == dialect::postgresql ? check_pg : check_sqlite, name, token);
   if (!ok) {
     throw lease_lost("lease '" + std::string(name) + "' token " + std::to_string(token) + " is stale or expired");
   }
@@ -173,7 +281,7 @@ std::optional<info> inspect(database& db, std::string_view name) {
 }
 
 std::vector<info> list(database& db, std::string_view prefix) {
-  if (prefix.size() > max_name) raise(errc::invalid_argument, "lease prefix longer than 200 characters");
+  check_text(prefix, "prefix", true);
   return db.read([&](transaction& tx) {
     std::vector<info> out;
     auto r = tx.exec("SELECT name, owner, token, expires_at, acquired_at, casecore_now_us() FROM casecore_leases "

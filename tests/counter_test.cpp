@@ -9,6 +9,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <limits>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -284,4 +285,109 @@ TEST_CASE("processes x threads: standalone next never hands out a number twice")
   CHECK(all.size() == 3 * 4 * 25);
   CHECK(std::set<std::int64_t>(all.begin(), all.end()).size() == all.size());
   CHECK(*all.rbegin() <= current(db, "ticket")); // every number handed out was reserved in the database
+}
+
+// Issue 10 defect 4: the standalone combiner was keyed by the database object's address. Close a
+// handle, open another database whose state lands at the recycled address, and its next() handed
+// out the first database's prefetched numbers (duplicates with its own in-transaction numbers).
+TEST_CASE("standalone next never hands one database's numbers to another after close and reopen") {
+  constexpr int databases = 4, cycles = 30;
+  std::vector<std::unique_ptr<scratch_database>> fixtures;
+  for (int i = 0; i < databases; ++i) {
+    fixtures.push_back(std::make_unique<scratch_database>());
+    auto db = fixtures.back()->open();
+    migrate(db);
+  }
+  std::vector<std::set<std::int64_t>> seen(databases);
+  int duplicates = 0, foreign = 0;
+  for (int c = 0; c < cycles; ++c) {
+    for (int i = 0; i < databases; ++i) {
+      auto db = fixtures[static_cast<std::size_t>(i)]->open(); // closed again at the end of this iteration
+      std::vector<std::int64_t> got;
+      // Back-to-back calls make the combiner prefetch, so a block is left in memory at close.
+      for (int k = 0; k < 6; ++k) got.push_back(counter::next(db, "ticket"));
+      got.push_back(db.write([](transaction& tx) { return counter::next(tx, "ticket"); }));
+      const auto top = current(db, "ticket");
+      for (auto n : got) {
+        if (!seen[static_cast<std::size_t>(i)].insert(n).second) ++duplicates;
+        if (n > top) ++foreign; // never reserved in this database
+      }
+    }
+  }
+  CHECK(duplicates == 0);
+  CHECK(foreign == 0);
+}
+
+namespace {
+constexpr auto int64_max = std::numeric_limits<std::int64_t>::max();
+
+// The stored value of a counter, read raw: it must stay an integer (SQLite turned an overflowing
+// sum into a floating-point number).
+void check_stored_exactly(database& db, std::string_view name, std::int64_t expected) {
+  db.read([&](transaction& tx) {
+    const auto v = tx.query_one<value>("SELECT value FROM casecore_counters WHERE name = $1 AND scope = ''", name);
+    REQUIRE(std::holds_alternative<std::int64_t>(v));
+    CHECK(std::get<std::int64_t>(v) == expected);
+  });
+}
+
+template <class F> void check_overflow_refused(database& db, F&& f) {
+  try {
+    db.write([&](transaction& tx) { f(tx); });
+    FAIL("an overflowing counter call succeeded");
+  } catch (const error& e) {
+    CHECK(e.code() == errc::invalid_argument);
+    CHECK(std::string(e.what()).find("9223372036854775807") != std::string::npos);
+  }
+}
+} // namespace
+
+// Issue 16 finding 10: near INT64_MAX the upsert overflowed (SQLite: a REAL value converted back out
+// of range, then INT64_MIN again and again; PostgreSQL: an untyped out-of-range error).
+TEST_CASE("a counter at INT64_MAX refuses to overflow with a typed error and writes nothing") {
+  scratch_database s;
+  auto db = migrated(s);
+  CHECK(db.write([](transaction& tx) { return counter::seed_from_max(tx, "big", "", int64_max - 2); }) == int64_max - 2);
+  CHECK(db.write([](transaction& tx) { return counter::next(tx, "big"); }) == int64_max - 1);
+  CHECK(db.write([](transaction& tx) { return counter::next(tx, "big"); }) == int64_max);
+  check_overflow_refused(db, [](transaction& tx) { counter::next(tx, "big"); });
+  check_overflow_refused(db, [](transaction& tx) { counter::reserve(tx, "big", "", 1); });
+  check_overflow_refused(db, [](transaction& tx) { counter::reserve(tx, "big", "", std::int64_t{1} << 40); });
+  CHECK_THROWS_AS(counter::next(db, "big"), invalid_argument); // standalone: the same refusal
+  check_stored_exactly(db, "big", int64_max);
+
+  // reserve: exactly up to the limit is fine, one more is refused and leaves the counter alone.
+  db.write([](transaction& tx) { counter::seed_from_max(tx, "blk", "", int64_max - 10); });
+  check_overflow_refused(db, [](transaction& tx) { counter::reserve(tx, "blk", "", 11); });
+  check_stored_exactly(db, "blk", int64_max - 10);
+  CHECK(db.write([](transaction& tx) { return counter::reserve(tx, "blk", "", 10); }) == int64_max - 9);
+  check_stored_exactly(db, "blk", int64_max);
+
+  // seed_from_max: the limit itself is a valid seed (the counter is then exhausted, not corrupted).
+  CHECK(db.write([](transaction& tx) { return counter::seed_from_max(tx, "seeded", "", int64_max); }) == int64_max);
+  check_overflow_refused(db, [](transaction& tx) { counter::next(tx, "seeded"); });
+  CHECK(db.write([](transaction& tx) { return counter::seed_from_max(tx, "seeded", "", 5); }) == int64_max);
+  check_stored_exactly(db, "seeded", int64_max);
+
+  // Standalone next with a prefetch near the limit still hands out the last numbers, then refuses.
+  db.write([](transaction& tx) { counter::seed_from_max(tx, "tail", "", int64_max - 3); });
+  std::set<std::int64_t> tail;
+  for (int i = 0; i < 3; ++i) CHECK(tail.insert(counter::next(db, "tail")).second);
+  CHECK(*tail.rbegin() == int64_max);
+  CHECK_THROWS_AS(counter::next(db, "tail"), invalid_argument);
+  check_stored_exactly(db, "tail", int64_max);
+}
+
+TEST_CASE("seed_from_table refuses a legacy maximum that is not a 64-bit integer") {
+  scratch_database s;
+  auto db = migrated(s);
+  db.write([](transaction& tx) {
+    tx.exec_script("CREATE TABLE legacy_big(x DOUBLE PRECISION); CREATE TABLE legacy_max(x BIGINT)");
+    tx.exec("INSERT INTO legacy_big(x) VALUES($1)", 1e19); // beyond INT64_MAX
+    tx.exec("INSERT INTO legacy_max(x) VALUES($1)", int64_max);
+  });
+  CHECK_THROWS_AS(db.write([](transaction& tx) { counter::seed_from_table(tx, "l", "", "legacy_big", "x"); }), invalid_argument);
+  db.read([](transaction& tx) { CHECK(counter::list(tx).empty()); });
+  CHECK(db.write([](transaction& tx) { return counter::seed_from_table(tx, "l", "", "legacy_max", "x"); }) == int64_max);
+  check_overflow_refused(db, [](transaction& tx) { counter::next(tx, "l"); });
 }

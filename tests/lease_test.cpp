@@ -6,8 +6,11 @@
 #include <casecore/testing/fixture.hpp>
 #include <casecore/testing/process.hpp>
 #include <casecore/testing/race.hpp>
+#include <casecore/testing/steps.hpp>
 #include <doctest/doctest.h>
 
+#include <atomic>
+#include <cstdio>
 #include <thread>
 
 using namespace casecore;
@@ -53,18 +56,22 @@ TEST_CASE("a lease is exclusive, its token increases on every acquisition and su
   CHECK(i->held);
   CHECK(i->token == 1);
 
-  // Re-acquiring as the same owner is allowed but fences off the older grant.
-  auto a2 = lease::try_acquire(db, "case:42:bulk-reindex", "alice", 10s);
-  REQUIRE(a2);
-  CHECK(a2->token == 2);
-  CHECK_THROWS_AS(guarded_write(db, *a, "stale"), lease_lost);
-  guarded_write(db, *a2, "ok");
+  // A live lease is not re-acquired, not even by its owner: it is extended with its token.
+  CHECK_FALSE(lease::try_acquire(db, "case:42:bulk-reindex", "alice", 10s));
+  auto a2 = lease::renew(db, *a, 10s);
+  CHECK(a2.token == 1);
+  guarded_write(db, *a, "ok");
+  CHECK(lease::release(db, *a));
+  auto a3 = lease::try_acquire(db, "case:42:bulk-reindex", "alice", 10s); // free again: a new token
+  REQUIRE(a3);
+  CHECK(a3->token == 2);
+  CHECK_THROWS_AS(guarded_write(db, *a, "stale"), lease_lost); // the older grant is fenced off
 
-  auto r = lease::renew(db, *a2, 20s);
-  CHECK(r.expires_at >= a2->expires_at);
-  CHECK(lease::release(db, *a2));
-  CHECK_FALSE(lease::release(db, *a2));
-  CHECK_THROWS_AS(lease::renew(db, *a2, 1s), lease_lost);
+  auto r = lease::renew(db, *a3, 20s);
+  CHECK(r.expires_at >= a3->expires_at);
+  CHECK(lease::release(db, *a3));
+  CHECK_FALSE(lease::release(db, *a3));
+  CHECK_THROWS_AS(lease::renew(db, *a3, 1s), lease_lost);
   CHECK_FALSE(lease::inspect(db, "case:42:bulk-reindex")->held);
 
   auto b = lease::try_acquire(db, "case:42:bulk-reindex", "bob", 10s);
@@ -209,4 +216,189 @@ TEST_CASE("two concurrent bulk operations on one case never overlap across proce
       last = rows[i].get<std::int64_t>(0);
     }
   });
+}
+
+// Issue 10 defect 10: two acquires with one owner string both succeeded (tokens 1 and 2), so two
+// processes configured with the same owner name lost mutual exclusion.
+TEST_CASE("one owner name on two handles does not break mutual exclusion") {
+  scratch_database s;
+  auto db = open_migrated(s);
+  auto other = s.open(); // a second process would look like this: its own pool, the same owner name
+  auto first = lease::try_acquire(db, "case:9:export", "exporter", 10s);
+  REQUIRE(first);
+  CHECK_FALSE(lease::try_acquire(other, "case:9:export", "exporter", 10s));
+  CHECK_FALSE(lease::try_acquire(db, "case:9:export", "exporter", 10s)); // not even from the holder's handle
+  try {
+    lease::acquire(other, "case:9:export", "exporter", 10s, 50ms);
+    FAIL("a second instance with the holder's owner name took a live lease");
+  } catch (const error& e) {
+    CHECK(e.code() == errc::timeout);
+  }
+  guarded_write(db, *first, "still mine"); // the holder was not fenced off by the attempts
+  CHECK(lease::inspect(db, "case:9:export")->token == first->token);
+  // Extending a live lease needs its token: that is renew().
+  auto longer = lease::renew(db, *first, 20s);
+  CHECK(longer.token == first->token);
+  CHECK(guarded_rows(db) == 1);
+}
+
+CASECORE_CHILD(lease_same_owner) {
+  auto db = casecore::open(args.at(0));
+  int lost = 0;
+  for (int i = 0; i < 6; ++i) {
+    auto g = lease::acquire(db, "case:42:bulk-reindex", "reindexer", 10s, 60s); // every process: one name
+    try {
+      guarded_write(db, g, "start");
+      std::this_thread::sleep_for(3ms);
+      guarded_write(db, g, "end");
+    } catch (const lease_lost&) {
+      ++lost;
+    }
+    lease::release(db, g);
+  }
+  std::printf("%d\n", lost);
+  return 0;
+}
+
+TEST_CASE("processes sharing one owner name never overlap and are never fenced off by each other") {
+  scratch_database s;
+  auto db = open_migrated(s);
+  const auto results = casecore::testing::run_children("lease_same_owner", 3, {s.url()});
+  for (const auto& r : results) {
+    CHECK(r.exit_code == 0);
+    CHECK(r.output == "0\n"); // no holder lost its lease to a namesake
+  }
+  db.read([&](transaction& tx) {
+    auto rows = tx.exec("SELECT token, event FROM guarded ORDER BY id");
+    REQUIRE(rows.size() == 3 * 6 * 2);
+    std::int64_t last = 0;
+    for (std::size_t i = 0; i < rows.size(); i += 2) {
+      CHECK(rows[i].get<std::string>(1) == "start");
+      CHECK(rows[i + 1].get<std::string>(1) == "end");
+      CHECK(rows[i].get<std::int64_t>(0) == rows[i + 1].get<std::int64_t>(0));
+      CHECK(rows[i].get<std::int64_t>(0) > last);
+      last = rows[i].get<std::int64_t>(0);
+    }
+  });
+}
+
+// Issue 10 defect 9: a guarded transaction of the holder kept the lease row locked (FOR SHARE) and a
+// 200 ms acquire waited for it far past its timeout (seconds; hours for a partitioned holder).
+TEST_CASE("acquire returns within its timeout while an expired holder's guarded transaction is open") {
+  scratch_database s;
+  auto db = open_migrated(s);
+  auto held = lease::try_acquire(db, "case:3:merge", "holder", 100ms);
+  REQUIRE(held);
+  casecore::testing::step_gate gate;
+  gate.pause_at("tx.before_commit", 1);
+  std::jthread holder([&] { guarded_write(db, *held, "in flight"); });
+  REQUIRE(gate.wait_parked("tx.before_commit"));
+  std::this_thread::sleep_for(200ms); // the lease expires (database clock) while the write is open
+  // Without a bound the acquire would wait for the holder; the watchdog ends that wait after 6 s so
+  // the test reports the defect instead of hanging.
+  std::atomic<bool> done{false};
+  std::jthread watchdog([&] {
+    for (int i = 0; i < 600 && !done; ++i) std::this_thread::sleep_for(10ms);
+    gate.release_all();
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    lease::acquire(db, "case:3:merge", "successor", 10s, 200ms);
+    FAIL("took over a lease while its holder's checked write was still open");
+  } catch (const error& e) {
+    CHECK(e.code() == errc::timeout);
+  }
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  CHECK(waited < 3s); // 200 ms asked; generous margin for a loaded machine
+  CHECK_FALSE(lease::try_acquire(db, "case:3:merge", "successor", 10s)); // a try does not wait either
+  CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+  done = true;
+  gate.release_all();
+  holder.join();
+  watchdog.join();
+  // The open write was checked under a live token and commits before any successor; after it the
+  // lease is free and the successor gets a newer token.
+  CHECK(guarded_rows(db) == 1);
+  auto next = lease::acquire(db, "case:3:merge", "successor", 10s, 5s);
+  CHECK(next.token == held->token + 1);
+  CHECK_THROWS_AS(guarded_write(db, *held, "late"), lease_lost);
+}
+
+// Issue 16 finding 5: lease names and owners end up in the CLI's text output and in logs.
+TEST_CASE("lease names and owners with control characters or invalid UTF-8 are refused, nothing written") {
+  scratch_database s;
+  auto db = open_migrated(s);
+  const std::vector<std::string> hostile{
+      "\x1b[2Jfake",   "a\rb",          "tab\there",     std::string("nul\0x", 5), "del\x7f",
+      "nel\xc2\x85",   "csi\xc2\x9b" "1m", "bad\xff",     "lone\x80",               "overlong\xc0\xaf",
+      "surrogate\xed\xa0\x80", "cut\xe2\x82", "above\xf4\x90\x80\x80", "\n"};
+  for (const auto& bad : hostile) {
+    CAPTURE(bad);
+    CHECK_THROWS_AS(lease::try_acquire(db, bad, "owner", 1s), invalid_argument);
+    CHECK_THROWS_AS(lease::try_acquire(db, "name", bad, 1s), invalid_argument);
+    CHECK_THROWS_AS(lease::acquire(db, bad, "owner", 1s, 1s), invalid_argument);
+    CHECK_THROWS_AS(lease::inspect(db, bad), invalid_argument);
+    CHECK_THROWS_AS(lease::force_release(db, bad), invalid_argument);
+    CHECK_THROWS_AS(lease::list(db, bad), invalid_argument);
+    CHECK_THROWS_AS(lease::renew(db, lease::grant{"name", bad, 1, 0}, 1s), invalid_argument);
+    CHECK_THROWS_AS(lease::release(db, lease::grant{bad, "owner", 1, 0}), invalid_argument);
+    CHECK_THROWS_AS(db.write([&](transaction& tx) { lease::check(tx, bad, 1); }), invalid_argument);
+  }
+  CHECK(lease::list(db).empty());
+  // Printable UTF-8 is fine.
+  auto g = lease::try_acquire(db, "dossier:Zoë/🙂", "équipe-nuit", 1s);
+  REQUIRE(g);
+  CHECK(lease::inspect(db, "dossier:Zoë/🙂")->owner == "équipe-nuit");
+}
+
+TEST_CASE("an acquirer that locked an expired lease: the old holder's check waits, then is refused") {
+  scratch_database s;
+  auto db = open_migrated(s);
+  auto old = lease::try_acquire(db, "case:5:pack", "old", 50ms);
+  REQUIRE(old);
+  std::this_thread::sleep_for(120ms); // expired, not yet taken over
+  casecore::testing::step_gate gate;
+  gate.pause_at("lease.acquire.locked", 1);
+  std::optional<lease::grant> taken;
+  std::jthread acquirer([&] { taken = lease::acquire(db, "case:5:pack", "new", 10s, 10s); });
+  REQUIRE(gate.wait_parked("lease.acquire.locked"));
+  // A second acquirer meanwhile is bounded by its own timeout and does not win.
+  CHECK_FALSE(lease::try_acquire(db, "case:5:pack", "third", 10s));
+  // The old holder's guarded write waits for the takeover (PostgreSQL: the row lock; SQLite: the
+  // write lock) and is then refused: it can never land after the new token was issued.
+  std::jthread old_writer([&] { CHECK_THROWS_AS(guarded_write(db, *old, "late"), lease_lost); });
+  std::this_thread::sleep_for(100ms);
+  gate.release("lease.acquire.locked");
+  acquirer.join();
+  old_writer.join();
+  REQUIRE(taken);
+  CHECK(taken->token == old->token + 1);
+  CHECK(guarded_rows(db) == 0);
+}
+
+TEST_CASE("PostgreSQL: a holder renews and releases while its own checked write is still open") {
+  scratch_database s;
+  auto db = open_migrated(s);
+  if (db.dialect() != dialect::postgresql) {
+    // SQLite has one writer: a renew waits for the holder's open write like any other write.
+    MESSAGE("SQLite: one writer at a time, nothing to show here");
+    return;
+  }
+  auto g = lease::try_acquire(db, "case:8:ocr", "holder", 300ms);
+  REQUIRE(g);
+  casecore::testing::step_gate gate;
+  gate.pause_at("tx.before_commit", 1);
+  std::jthread writer([&] { guarded_write(db, *g, "slow"); });
+  REQUIRE(gate.wait_parked("tx.before_commit"));
+  // The open write holds FOR KEY SHARE on the lease row; a heartbeat must not queue behind it.
+  write_options quick;
+  quick.lock_timeout = 1s;
+  const auto renewed = db.write([&](transaction& tx) { return lease::renew(tx, *g, 10s); }, quick);
+  CHECK(renewed.expires_at > g->expires_at);
+  CHECK(db.write([&](transaction& tx) { return lease::release(tx, renewed); }, quick));
+  const auto before = lease::force_release(db, "case:8:ocr"); // the operator override does not wait either
+  CHECK_FALSE(before.held);
+  gate.release("tx.before_commit");
+  writer.join();
+  CHECK(guarded_rows(db) == 1);
 }

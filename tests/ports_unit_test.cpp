@@ -3,6 +3,7 @@
 // fail: a deliberately broken store is rejected.
 #include <casecore/detail/token.hpp>
 #include <casecore/ports/blob_store.hpp>
+#include <casecore/ports/search_index.hpp>
 #include <casecore/testing/conformance.hpp>
 #include <casecore/testing/fixture.hpp>
 #include <casecore/testing/process.hpp>
@@ -53,6 +54,47 @@ protected:
   std::vector<blob_info> do_list() override { return inner_->list(); }
 };
 
+// Accepts fenced writes but never checks the token: the "ports accept no token" defect.
+class fence_ignoring_store final : public blob_store {
+  std::unique_ptr<blob_store> inner_ = make_memory_blob_store();
+  class writer final : public blob_writer {
+  public:
+    explicit writer(std::unique_ptr<blob_writer> w) : w_(std::move(w)) {}
+  protected:
+    void do_write(std::span<const std::byte> b) override { w_->write(b); }
+    bool do_commit(const std::string& key) override { return w_->commit(key); }
+    bool do_commit_fenced(const std::string& key, const fence&) override { return w_->commit(key); }
+    void do_abort() noexcept override { w_->abort(); }
+  private:
+    std::unique_ptr<blob_writer> w_;
+  };
+
+protected:
+  std::unique_ptr<blob_writer> do_open_writer() override { return std::make_unique<writer>(inner_->open_writer()); }
+  std::string do_get(const std::string& k) override { return inner_->get(k); }
+  bool do_exists(const std::string& k) override { return inner_->exists(k); }
+  bool do_remove(const std::string& k) override { return inner_->remove(k); }
+  bool do_remove_fenced(const std::string& k, const fence&) override { return inner_->remove(k); }
+  std::vector<blob_info> do_list() override { return inner_->list(); }
+};
+
+// Same defect for the search index.
+class fence_ignoring_index final : public search_index {
+  std::unique_ptr<search_index> inner_ = make_memory_search_index();
+
+protected:
+  void do_index(std::span<const search_document> d) override { inner_->index(d); }
+  void do_index_fenced(std::span<const search_document> d, const fence&) override { inner_->index(d); }
+  std::size_t do_remove_file(std::int64_t f) override { return inner_->remove_file(f); }
+  std::size_t do_remove_file_fenced(std::int64_t f, const fence&) override { return inner_->remove_file(f); }
+  std::size_t do_count(std::optional<std::int64_t> f) override { return inner_->count(f); }
+  std::vector<std::string> do_query(const std::vector<std::string>& w, std::size_t limit) override {
+    std::string q;
+    for (const auto& x : w) q += x + " ";
+    return inner_->query(q, limit);
+  }
+};
+
 } // namespace
 
 TEST_CASE("conformance: memory blob store") {
@@ -80,6 +122,25 @@ TEST_CASE("conformance: in-process task transport") {
 TEST_CASE("the conformance suite rejects a store that overwrites blobs") {
   CHECK_THROWS_AS(casecore::testing::check_blob_store([] { return std::make_unique<overwriting_store>(); }),
                   casecore::testing::conformance_failure);
+}
+
+TEST_CASE("the conformance suites reject ports that accept fences without checking them") {
+  CHECK_THROWS_WITH_AS(casecore::testing::check_blob_store([] { return std::make_unique<fence_ignoring_store>(); }),
+                       doctest::Contains("older than the scope's highest is refused"), casecore::testing::conformance_failure);
+  CHECK_THROWS_WITH_AS(casecore::testing::check_search_index([] { return std::make_unique<fence_ignoring_index>(); }),
+                       doctest::Contains("older than the scope's highest is refused"), casecore::testing::conformance_failure);
+}
+
+TEST_CASE("a port that does not implement fencing refuses fenced writes with unsupported, writing nothing") {
+  overwriting_store s; // implements only the unfenced hooks
+  CHECK_THROWS_AS(s.put("k", "v", fence{"file:1", 3}), casecore::error);
+  try {
+    s.put("k", "v", fence{"file:1", 3});
+  } catch (const casecore::error& e) {
+    CHECK(e.code() == errc::unsupported);
+  }
+  CHECK_FALSE(s.exists("k"));
+  CHECK(s.put("k", "v", fence{"file:1", 0})); // token 0 is unfenced: the plain hooks
 }
 
 TEST_CASE("the local store leaves no temporary behind and keeps blobs in hashed folders") {
@@ -111,6 +172,35 @@ TEST_CASE("processes putting the same keys into one local store create each exac
   auto s = make_local_blob_store(d.path);
   CHECK(s->list().size() == 20);
   CHECK(s->get("shared-3") == std::string(50003, 'd'));
+}
+
+// Tokens i+1, i+5, i+9 ... for child i of 4: every token 1..40 is held by exactly one process.
+CASECORE_CHILD(fenced_blob_child) {
+  auto s = make_local_blob_store(args.at(0));
+  const int me = std::stoi(args.at(1));
+  int refused = 0;
+  for (std::int64_t token = me + 1; token <= 40; token += 4) {
+    const fence f{"file:7", token};
+    try {
+      s->remove("report", f);
+      s->put("report", "written by holder " + std::to_string(token), f);
+    } catch (const lease_lost&) {
+      ++refused;
+    }
+  }
+  std::printf("%d\n", refused);
+  return 0;
+}
+
+TEST_CASE("processes racing fenced writes on one local store leave the newest holder's blob") {
+  temp_dir d;
+  make_local_blob_store(d.path);
+  for (const auto& r : casecore::testing::run_children("fenced_blob_child", 4, {d.path.string()})) CHECK(r.exit_code == 0);
+  auto s = make_local_blob_store(d.path);
+  CHECK(s->get("report") == "written by holder 40");
+  CHECK_THROWS_AS(s->put("late", "x", fence{"file:7", 39}), lease_lost);
+  CHECK_FALSE(s->exists("late"));
+  CHECK(fs::is_empty(d.path / "tmp"));
 }
 
 CASECORE_CHILD(index_child) {

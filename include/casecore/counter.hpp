@@ -1,23 +1,39 @@
 // casecore/counter.hpp — named, scoped business counters (work-order numbers, invoice numbers).
 //
-// A counter is one row of casecore_counters keyed by (name, scope), created on first use. Scope is
-// optional ("" by default), e.g. name "work_order", scope "2025".
+// Concept: a counter is one row of casecore_counters keyed by (name, scope), created on first use.
+// Scope is optional ("" by default), e.g. name "work_order", scope "2025". Numbers run 1..INT64_MAX.
 //
 // Concurrency guarantee:
 //   * next(tx, ...) / reserve(tx, ...) run ONE upsert statement in the caller's transaction. The row
 //     stays locked until that transaction ends, so numbers are unique AND gapless per (name, scope)
-//     across threads, processes and hosts: a rolled-back transaction gives its number back. Because
-//     the row lock is held to the end of the transaction, allocate the number LAST in the unit of
-//     work (after the slow parts) to keep the lock short.
+//     across threads, processes and hosts, at any isolation level: a rolled-back transaction gives
+//     its number back. Because the row lock is held to the end of the transaction, allocate the
+//     number LAST in the unit of work (after the slow parts) to keep the lock short. Durability of a
+//     handed-out number is the backend's: SQLite's default synchronous=FULL keeps it across power
+//     loss; with the NORMAL opt-in the last commits (and their numbers) can be lost and reissued.
 //   * next(db, ...) is standalone and only promises uniqueness. Concurrent callers of one process on
-//     the same (database, name, scope) are combined: one caller runs a single short transaction that
-//     reserves numbers for every waiting caller plus an adaptive prefetch (up to 1024 while demand is
-//     high, shrinking to 0 when idle) kept in memory for the next callers. Numbers still in memory at
-//     process exit, a crash between commit and hand-out, or a failed batch leave gaps. Each thread
-//     sees increasing numbers; across processes numbers are unique but not ordered in time.
+//     the same (database handle, name, scope) are combined: one caller runs a single short
+//     transaction that reserves numbers for every waiting caller plus an adaptive prefetch (up to
+//     1024 while demand is high, shrinking to 0 when idle) kept in memory for the next callers. The
+//     block lives in the handle's shared state (all copies of one handle share it) and dies with it:
+//     a database opened later, even at a recycled address, never sees it. Numbers still in memory
+//     when the handle closes or the process exits, a crash between commit and hand-out, or a failed
+//     batch leave gaps. Each thread sees increasing numbers; across handles and processes numbers
+//     are unique but not ordered in time.
 //   * seed_from_max(...) never moves a counter backwards.
-// Failure modes: invalid_argument for bad names/scopes/n/patterns (nothing written); the usual
-// retryable errors of the unit of work (next(db, ...) runs under database::write's retry policy).
+//   * No overflow: value + n is bounded in the statement itself on both backends; a request that
+//     would pass INT64_MAX writes nothing and raises invalid_argument (the counter is exhausted).
+// Failure modes: invalid_argument for bad names/scopes/n/patterns, a legacy maximum that is not an
+// integer in 0..INT64_MAX, or an exhausted counter (nothing written); the usual retryable errors of
+// the unit of work (next(db, ...) runs under database::write's retry policy).
+//
+// Example:
+//   db.write([&](transaction& tx) {
+//     insert_work_order(tx, ...);                                  // the slow part first
+//     const auto n = counter::next(tx, "work_order", "2025");      // allocate last
+//     tx.exec("UPDATE work_orders SET number = $1 WHERE id = $2",
+//             counter::format_number("WO-{scope}-{n:06}", "2025", n), id);
+//   });
 #pragma once
 
 #include <casecore/database.hpp>

@@ -79,7 +79,15 @@ struct write_options {
   bool read_your_writes = true;
 };
 
-namespace detail { struct database_state; }
+class database;
+
+namespace detail {
+struct database_state;
+/// Internal: the object a feature keeps per database under `key` (made by `make` on first use). It
+/// lives in the handle's shared state, so it dies with the last copy of the handle and can never be
+/// found again through a recycled address (the standalone counter keeps its number blocks here).
+std::shared_ptr<void> feature_state(const database& db, const void* key, function_ref<std::shared_ptr<void>()> make);
+} // namespace detail
 
 /// A handle to one database.
 class database {
@@ -123,6 +131,8 @@ private:
     }
   }
   void run_unit(detail::tx_mode mode, const write_options& opts, detail::function_ref<void(transaction&)> body);
+  friend std::shared_ptr<void> detail::feature_state(const database&, const void*,
+                                                      detail::function_ref<std::shared_ptr<void>()>);
 
   std::shared_ptr<detail::database_state> state_;
 };

@@ -39,6 +39,7 @@ enum class errc {
                         ///< bad parameter, a transaction pooler that was not declared; never retried
   timeout,              ///< a statement or wait exceeded its deadline
   unsupported,          ///< the backend or build does not support the request
+  flight_failed,        ///< another process's single-flight computation of the key failed (its message is carried)
   backend_error,        ///< any other database error (bad SQL, disk full, corruption)
   internal,             ///< a broken casecore invariant; please report
 };

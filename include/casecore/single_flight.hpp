@@ -11,13 +11,35 @@
 // invalidate_after_commit(tx, key): the entry is dropped once the transaction commits, never when it
 // rolls back. A computation that overlaps an invalidation is returned to its callers but not cached.
 //
-// db_single_flight<V>: the same across processes. A claim row in casecore_flights (expiring, taken
-// with INSERT ... ON CONFLICT DO UPDATE ... WHERE expired) lets one process compute a key while the
-// others poll for the result the winner stored (the host's `lookup`) or for the claim to expire.
+// db_single_flight<V>: the same across processes. A claim row in casecore_flights (expiring on the
+// database clock, with an owner id and a generation) lets one process compute a key while the others
+// poll for the result the leader stored (the host's `lookup`), for its failure, or for the claim to end.
+// Guarantees (both backends, any claim_ttl):
+//   * the leader renews its claim every claim_ttl / 3 while computing, so a computation longer than
+//     claim_ttl is not started a second time while its process runs and reaches the database;
+//   * the result is stored only in a transaction that first ends the claim conditionally on its owner
+//     and generation (and on not having expired), so a leader that lost its claim — paused past
+//     claim_ttl, partitioned, taken over — never stores a stale result (it gets lease_lost);
+//   * a leader whose compute or store throws records the failure on the claim row; processes that were
+//     waiting for that claim get errc::flight_failed with its message instead of computing again.
+//     The next caller after that starts afresh (failures are not cached).
+// Limits: computations are deduplicated, not fenced: a leader that lost its claim may still be
+// computing while a new leader computes (only one of them stores). On SQLite a renewal waits for the
+// write lock like any write, so a compute that holds a write transaction longer than claim_ttl can
+// lose its claim.
 //
-// Thread safety: all members of all three classes are thread-safe. Failure modes: compute's
-// exceptions propagate unchanged; db_single_flight raises errc::timeout when neither a result nor the
-// claim appeared within max_wait, and invalid_argument for a bad key or options (before any write).
+// Thread safety: all members of all three classes are thread-safe. Failure modes: compute's and
+// store's exceptions propagate unchanged to the leader's callers; other processes get
+// errc::flight_failed; db_single_flight raises errc::timeout when neither a result nor the claim's end
+// appeared within max_wait, lease_lost when the leader's claim was lost before its store, and
+// invalid_argument for a bad key or options (before any write).
+//
+// Example:
+//   casecore::db_single_flight<std::string> flights(db);
+//   auto pdf = flights.run("report:42:v7",
+//       [&]() -> std::optional<std::string> { return find_report(db, 42, 7); },  // stored by anyone
+//       [&] { return render_report(42, 7); },                                     // slow, no writes
+//       [&](casecore::transaction& tx, const std::string& p) { save_report(tx, 42, 7, p); });
 #pragma once
 
 #include <casecore/database.hpp>
@@ -222,23 +244,60 @@ private:
 
 /// Settings of db_single_flight.
 struct db_flight_options {
-  std::chrono::milliseconds claim_ttl{60000};     ///< how long a claim protects a computation
-  std::chrono::milliseconds max_wait{120000};     ///< how long a loser waits before errc::timeout
-  std::chrono::milliseconds poll_min{5};          ///< first poll interval of a waiting loser
+  /// How long a claim lives without renewal. The leader renews it every claim_ttl / 3 while it
+  /// computes, so it only runs out when the leader's process stops, is paused or loses the database.
+  std::chrono::milliseconds claim_ttl{60000};
+  std::chrono::milliseconds max_wait{120000};     ///< how long a follower waits before errc::timeout
+  std::chrono::milliseconds poll_min{5};          ///< first poll interval of a waiting follower
   std::chrono::milliseconds poll_max{500};        ///< poll interval cap (doubles up to it)
 };
 
 namespace detail {
+/// A claim this process holds on a flight key.
+struct flight_claim {
+  std::string key;             ///< flight key
+  std::string owner;           ///< this attempt's random owner id
+  std::int64_t generation = 0; ///< increases with every claim of the key while its row exists
+};
+/// The claim row of a key as another process sees it.
+struct flight_state {
+  bool exists = false;               ///< a row exists
+  bool live = false;                 ///< its claim has not expired (database clock)
+  std::string owner;                 ///< current or last claimant
+  std::int64_t generation = 0;       ///< its generation
+  std::int64_t failed_generation = 0;///< the last generation whose computation failed (0: none)
+  std::string failure;               ///< that failure's message
+};
 /// Validate a flight key and options (invalid_argument).
 void check_flight(std::string_view key, const db_flight_options& options);
-/// Try to take the claim on `key` for `owner`; true when taken.
-bool flight_try_claim(database& db, std::string_view key, std::string_view owner, std::chrono::milliseconds ttl);
-/// Release `owner`'s claim on `key`.
-void flight_release(database& db, std::string_view key, std::string_view owner) noexcept;
-/// True while some live (unexpired) claim on `key` exists.
-bool flight_claimed(database& db, std::string_view key);
+/// Take the claim on `key` for `owner` when free or expired; nullopt while another claim is live.
+std::optional<flight_claim> flight_try_claim(database& db, std::string_view key, std::string_view owner,
+                                             std::chrono::milliseconds ttl);
+/// The claim row of `key` now.
+flight_state flight_read(database& db, std::string_view key);
+/// In the store transaction: end `claim` as done; lease_lost (the store rolls back) when it is no
+/// longer held (expired on the database clock, or taken over).
+void flight_finish(transaction& tx, const flight_claim& claim);
+/// Record that `claim`'s computation failed with `message` and end the claim (no-op if not ours).
+void flight_fail(database& db, const flight_claim& claim, std::string_view message) noexcept;
+/// Give `claim` up without a result (no-op if not ours).
+void flight_release(database& db, const flight_claim& claim) noexcept;
 /// A fresh claim owner id.
 std::string flight_owner();
+/// Renews a claim every ttl / 3 on its own thread until destroyed or until the claim is found lost.
+class flight_renewer {
+public:
+  /// Start renewing `claim` on `db`.
+  flight_renewer(database db, flight_claim claim, std::chrono::milliseconds ttl);
+  /// Stop renewing (joins the thread).
+  ~flight_renewer();
+  flight_renewer(const flight_renewer&) = delete;
+  flight_renewer& operator=(const flight_renewer&) = delete;
+
+private:
+  struct state;
+  std::unique_ptr<state> state_;
+};
 } // namespace detail
 
 /// Single-flight across processes: one process computes a key while the others wait for its result.
@@ -251,43 +310,75 @@ public:
 
   /// The result of `key`: lookup()'s if it has one, else compute()'s, run by one process at a time.
   /// `lookup` reads a result a previous computation stored (e.g. a report row for the current
-  /// version); `compute` produces and stores it. Threads of this process share one attempt.
-  V run(std::string_view key, const std::function<std::optional<V>()>& lookup, const std::function<V()>& compute) {
+  /// version); `compute` produces it without storing it; `store(tx, value)` stores it and runs in a
+  /// transaction that first proves this process still holds the claim, so a leader that lost its
+  /// claim (paused past claim_ttl, taken over) never stores: it gets lease_lost instead. Waiting
+  /// processes get the value through `lookup`, or errc::flight_failed when the leader's compute or
+  /// store threw. Threads of this process share one attempt.
+  V run(std::string_view key, const std::function<std::optional<V>()>& lookup, const std::function<V()>& compute,
+        const std::function<void(transaction&, const V&)>& store) {
     detail::check_flight(key, options_);
-    return local_.run(std::string(key), [&] { return attempt(key, lookup, compute); });
+    return local_.run(std::string(key), [&] { return attempt(key, lookup, compute, store); });
   }
 
   /// Figures of the in-process part.
   flight_stats stats() const { return local_.stats(); }
 
 private:
-  V attempt(std::string_view key, const std::function<std::optional<V>()>& lookup, const std::function<V()>& compute) {
+  V attempt(std::string_view key, const std::function<std::optional<V>()>& lookup, const std::function<V()>& compute,
+            const std::function<void(transaction&, const V&)>& store) {
     const auto deadline = std::chrono::steady_clock::now() + options_.max_wait;
     auto pause = options_.poll_min;
     const std::string owner = detail::flight_owner();
+    std::int64_t following = 0; // generation of the claim this process waits for (0: none yet)
     for (;;) {
       if (auto found = lookup()) return std::move(*found);
-      if (detail::flight_try_claim(db_, key, owner, options_.claim_ttl)) {
-        try {
-          // The previous holder may have stored its result between our lookup and our claim.
-          std::optional<V> again = lookup();
-          V result = again ? std::move(*again) : compute();
-          detail::flight_release(db_, key, owner);
-          return result;
-        } catch (...) {
-          detail::flight_release(db_, key, owner);
-          throw;
-        }
-      }
-      // Another process computes: wait until its result shows up or its claim ends (released after a
-      // failure, or expired after a crash), then look again and possibly claim ourselves.
-      while (detail::flight_claimed(db_, key)) {
+      if (auto claim = detail::flight_try_claim(db_, key, owner, options_.claim_ttl)) return lead(*claim, lookup, compute, store);
+      // Another process computes: wait for its result, its failure, or the end of its claim (expired
+      // after a crash, or given up), then look again and possibly claim ourselves.
+      for (auto st = detail::flight_read(db_, key);; st = detail::flight_read(db_, key)) {
+        // Follow the claim seen first; a lower generation means the row was deleted (a success) and
+        // a new one started, which is then the claim to follow.
+        if (st.exists && (following == 0 || st.generation < following)) following = st.generation;
+        if (st.exists && following > 0 && st.generation >= following && st.failed_generation >= following)
+          raise(errc::flight_failed, "single-flight '" + std::string(key) + "': the computation in another process failed: " +
+                                         st.failure);
+        if (!st.exists || !st.live) break;
         if (std::chrono::steady_clock::now() >= deadline)
           raise(errc::timeout, "single-flight: no result for '" + std::string(key) + "' within max_wait");
         std::this_thread::sleep_for(pause);
         pause = std::min(options_.poll_max, pause * 2);
         if (auto found = lookup()) return std::move(*found);
       }
+    }
+  }
+
+  V lead(const detail::flight_claim& claim, const std::function<std::optional<V>()>& lookup,
+         const std::function<V()>& compute, const std::function<void(transaction&, const V&)>& store) {
+    detail::flight_renewer renewer(db_, claim, options_.claim_ttl);
+    try {
+      // The previous holder may have stored its result between our lookup and our claim.
+      if (auto again = lookup()) {
+        detail::flight_release(db_, claim);
+        return std::move(*again);
+      }
+      V result = compute();
+      db_.write([&](transaction& tx) {
+        detail::flight_finish(tx, claim); // first: holds the claim row until the store commits
+        store(tx, result);
+      });
+      return result;
+    } catch (const lease_lost&) {
+      // The claim was lost before the store (or the host's store was fenced off): not a failure of
+      // the computation; give the claim up if it is still ours so that another process can go on.
+      detail::flight_release(db_, claim);
+      throw;
+    } catch (const std::exception& e) {
+      detail::flight_fail(db_, claim, e.what());
+      throw;
+    } catch (...) {
+      detail::flight_fail(db_, claim, "an exception that is not a std::exception");
+      throw;
     }
   }
 

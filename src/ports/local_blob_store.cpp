@@ -4,6 +4,8 @@
 // objects/<aa>/<key> (link fails with EEXIST instead of replacing, which makes "create once" atomic
 // across threads and processes), unlink the temporary, fsync the object's directory. A crash at any
 // point leaves either no blob or a complete one, plus at worst a stray temporary in tmp/.
+#include "file_fence.hpp"
+
 #include <casecore/detail/token.hpp>
 #include <casecore/ports/blob_store.hpp>
 
@@ -84,6 +86,11 @@ private:
       return created;
     }
 
+    bool do_commit_fenced(const std::string& key, const fence& guard) override {
+      detail::file_fence_guard hold(store_.dir_ / "fences", guard, store_.options_.fsync, "blob");
+      return do_commit(key);
+    }
+
     void do_abort() noexcept override {
       close_fd();
       if (!temp_.empty()) ::unlink(temp_.c_str());
@@ -139,6 +146,11 @@ protected:
     if (::unlink(p.c_str()) == 0) return true;
     if (errno == ENOENT) return false;
     io_error("cannot remove blob", p, errno);
+  }
+
+  bool do_remove_fenced(const std::string& key, const fence& guard) override {
+    detail::file_fence_guard hold(dir_ / "fences", guard, options_.fsync, "blob");
+    return do_remove(key);
   }
 
   std::vector<blob_info> do_list() override {

@@ -4,6 +4,8 @@
 // table search_text shares that rowid. The 'ascii' tokenizer is used on purpose: it splits and folds
 // exactly like search_index::split_words (non-ASCII bytes are word characters), so this index and the
 // in-memory reference answer the conformance queries identically.
+// Fences: search_fences(scope, token) in the same file; the mark is checked and raised inside the
+// writing BEGIN IMMEDIATE transaction, so the check and the write are atomic across processes.
 #include <casecore/ports/search_index.hpp>
 
 #include <SQLiteCpp/SQLiteCpp.h>
@@ -31,17 +33,40 @@ public:
     SQLite::Transaction tx(db_, SQLite::TransactionBehavior::IMMEDIATE);
     db_.exec("CREATE TABLE IF NOT EXISTS search_docs(doc_id TEXT PRIMARY KEY, file_id INTEGER NOT NULL);"
              "CREATE INDEX IF NOT EXISTS search_docs_file ON search_docs(file_id);"
-             "CREATE VIRTUAL TABLE IF NOT EXISTS search_text USING fts5(body, tokenize='ascii');");
+             "CREATE VIRTUAL TABLE IF NOT EXISTS search_text USING fts5(body, tokenize='ascii');"
+             "CREATE TABLE IF NOT EXISTS search_fences(scope TEXT PRIMARY KEY, token INTEGER NOT NULL);");
     tx.commit();
   } catch (const SQLite::Exception& e) {
     rethrow_sqlite(e, "open");
   }
 
 protected:
-  void do_index(std::span<const search_document> docs) override {
+  void do_index(std::span<const search_document> docs) override { store(docs, nullptr); }
+  void do_index_fenced(std::span<const search_document> docs, const fence& guard) override { store(docs, &guard); }
+  std::size_t do_remove_file(std::int64_t file_id) override { return erase(file_id, nullptr); }
+  std::size_t do_remove_file_fenced(std::int64_t file_id, const fence& guard) override { return erase(file_id, &guard); }
+
+private:
+  // Inside the writing transaction: refuse a token below the scope's mark, else raise the mark.
+  void admit(const fence& guard) {
+    SQLite::Statement up(db_, "INSERT INTO search_fences(scope, token) VALUES(?1, ?2) ON CONFLICT(scope) DO UPDATE "
+                              "SET token = excluded.token WHERE token <= excluded.token RETURNING token");
+    up.bind(1, guard.scope);
+    up.bind(2, static_cast<std::int64_t>(guard.token));
+    if (up.executeStep()) return;
+    up.reset();
+    SQLite::Statement mark(db_, "SELECT token FROM search_fences WHERE scope = ?1");
+    mark.bind(1, guard.scope);
+    const auto held = mark.executeStep() ? mark.getColumn(0).getInt64() : 0;
+    raise(errc::lease_lost, "search index write fenced off: token " + std::to_string(guard.token) + " is older than " +
+                                std::to_string(held) + " for '" + guard.scope + "'");
+  }
+
+  void store(std::span<const search_document> docs, const fence* guard) {
     std::lock_guard g(mutex_); // one connection: SQLiteCpp statements are not shareable
     try {
       SQLite::Transaction tx(db_, SQLite::TransactionBehavior::IMMEDIATE);
+      if (guard) admit(*guard);
       SQLite::Statement upsert(db_, "INSERT INTO search_docs(doc_id, file_id) VALUES(?1, ?2) "
                                     "ON CONFLICT(doc_id) DO UPDATE SET file_id = excluded.file_id RETURNING rowid");
       SQLite::Statement drop(db_, "DELETE FROM search_text WHERE rowid = ?1");
@@ -66,10 +91,11 @@ protected:
     }
   }
 
-  std::size_t do_remove_file(std::int64_t file_id) override {
+  std::size_t erase(std::int64_t file_id, const fence* guard) {
     std::lock_guard g(mutex_);
     try {
       SQLite::Transaction tx(db_, SQLite::TransactionBehavior::IMMEDIATE);
+      if (guard) admit(*guard);
       SQLite::Statement text(db_, "DELETE FROM search_text WHERE rowid IN (SELECT rowid FROM search_docs WHERE file_id = ?1)");
       text.bind(1, static_cast<std::int64_t>(file_id));
       text.exec();
@@ -83,6 +109,7 @@ protected:
     }
   }
 
+protected:
   std::size_t do_count(std::optional<std::int64_t> file_id) override {
     std::lock_guard g(mutex_);
     try {

@@ -1,6 +1,7 @@
 // The task_transport port's validation layer and the in-process default.
 #include <casecore/error.hpp>
 #include <casecore/ports/task_transport.hpp>
+#include <casecore/transaction.hpp>
 
 #include <algorithm>
 #include <condition_variable>
@@ -28,6 +29,12 @@ bool task_subscription::wait(std::chrono::milliseconds timeout) {
 }
 
 void task_transport::notify(std::string_view topic) { do_notify(checked_topic(topic)); }
+
+void task_transport::notify(transaction& tx, std::string_view topic) { do_notify_in(tx, checked_topic(topic)); }
+
+void task_transport::do_notify_in(transaction& tx, const std::string& topic) {
+  tx.after_commit([this, topic] { do_notify(topic); });
+}
 
 std::unique_ptr<task_subscription> task_transport::subscribe(std::string_view topic) { return do_subscribe(checked_topic(topic)); }
 

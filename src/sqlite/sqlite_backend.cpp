@@ -7,6 +7,9 @@
 
 #include <charconv>
 #include <chrono>
+#include <ctime>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <unordered_map>
 
 namespace casecore::sqlite {
@@ -31,7 +34,16 @@ bool poisons_connection(errc code, int raw) {
   return code == errc::backend_unavailable || primary == SQLITE_IOERR || primary == SQLITE_CORRUPT || primary == SQLITE_NOMEM;
 }
 
+// casecore_now_us(), the database clock on SQLite: the host kernel's CLOCK_REALTIME, read with a
+// direct system call. WAL needs every process that opens the file on this one host, so the kernel
+// clock is the clock they all share; libc's clock_gettime can be overridden per process
+// (LD_PRELOAD libfaketime, a test double), and lease / job expiry must not follow such an override.
 void now_us_function(sqlite3_context* ctx, int, sqlite3_value**) {
+  timespec ts{};
+  if (::syscall(SYS_clock_gettime, CLOCK_REALTIME, &ts) == 0) {
+    sqlite3_result_int64(ctx, static_cast<std::int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000);
+    return;
+  }
   const auto now = std::chrono::system_clock::now().time_since_epoch();
   sqlite3_result_int64(ctx, std::chrono::duration_cast<std::chrono::microseconds>(now).count());
 }

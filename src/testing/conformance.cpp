@@ -120,6 +120,72 @@ void blob_concurrency(const checker& c, blob_store& s) {
   c.expect(s.list().size() == keys, "concurrent puts leave exactly one blob per key");
 }
 
+void blob_readers(const checker& c, blob_store& s) {
+  const auto big = pattern(2 * 1024 * 1024 + 512 * 1024 + 3, 2);
+  s.put("big", big);
+  auto r = s.open_reader("big");
+  c.expect(r->size() == big.size(), "a reader reports the blob's size");
+  std::string got;
+  std::vector<std::byte> buf(70001);
+  for (std::size_t n; (n = r->read(buf)) > 0;) got.append(reinterpret_cast<const char*>(buf.data()), n);
+  c.expect(got == big, "a reader streams the blob byte for byte");
+  c.expect(r->position() == big.size() && r->read(buf) == 0, "a reader returns 0 once the blob is read");
+  s.put("empty", "");
+  auto e = s.open_reader("empty");
+  c.expect(e->size() == 0 && e->read(buf) == 0, "a reader of an empty blob returns 0 at once");
+  c.expect_error(errc::not_found, [&] { s.open_reader("absent"); }, "open_reader() of an absent key throws not_found");
+  c.expect_error(errc::invalid_argument, [&] { s.open_reader("../x"); }, "open_reader() refuses a malformed key");
+}
+
+void blob_fencing(const checker& c, blob_store& s) {
+  const fence f3{"file:1", 3}, f5{"file:1", 5}, f7{"file:1", 7};
+  c.expect(s.put("a", "five", f5), "a fenced put is accepted");
+  c.expect_error(errc::lease_lost, [&] { s.put("b", "three", f3); }, "a put with a token older than the scope's highest is refused with lease_lost");
+  c.expect(!s.exists("b"), "a refused fenced put stores nothing");
+  {
+    auto w = s.open_writer();
+    w->write(bytes_of(std::string("streamed by an old holder")));
+    c.expect_error(errc::lease_lost, [&] { w->commit("b", f3); }, "a streamed commit with an older token is refused");
+  }
+  c.expect(!s.exists("b"), "a refused streamed commit publishes nothing");
+  c.expect_error(errc::lease_lost, [&] { s.remove("a", f3); }, "a remove with an older token is refused");
+  c.expect(s.get("a") == "five", "a refused remove removes nothing");
+  c.expect(s.put("c", "same", f5), "the scope's current token is accepted again");
+  c.expect(s.put("d", "unfenced"), "an unfenced write (token 0) is accepted after fenced ones");
+  c.expect(s.put("e", "other", fence{"file:2", 1}), "scopes are independent: a low token on another scope is accepted");
+  c.expect(s.remove("a", f7), "a newer token is accepted");
+  c.expect_error(errc::lease_lost, [&] { s.put("f", "late", f5); }, "once a newer token wrote, the previous holder is refused");
+  const auto before = s.list().size();
+  c.expect_error(errc::invalid_argument, [&] { s.put("g", "x", fence{"file:1", -1}); }, "a negative token is refused");
+  c.expect_error(errc::invalid_argument, [&] { s.put("g", "x", fence{"", 9}); }, "a fenced write needs a scope");
+  c.expect_error(errc::invalid_argument, [&] { s.remove("c", fence{std::string(201, 's'), 9}); }, "a scope over 200 characters is refused");
+  c.expect_error(errc::invalid_argument, [&] { s.put("g", "x", fence{"tab\there", 9}); }, "a scope with control characters is refused");
+  c.expect(s.list().size() == before && s.exists("c"), "a malformed fence writes and removes nothing");
+}
+
+void blob_fencing_race(const checker& c, blob_store& s) {
+  // Writers holding tokens 1..N of one scope race to replace one key (remove, then put their own
+  // content). Whatever the interleaving, once the newest holder has written nobody older can, so
+  // the key ends holding the newest holder's content.
+  constexpr int writers = 8;
+  for (int round = 0; round < 3; ++round) {
+    const auto scope = "race-" + std::to_string(round);
+    std::atomic<int> refused{0}, other{0};
+    race(writers, [&](std::size_t i) {
+      const fence f{scope, static_cast<std::int64_t>(i) + 1};
+      try {
+        s.remove(scope, f);
+        s.put(scope, "holder " + std::to_string(f.token), f);
+      } catch (const error& e) {
+        if (e.code() == errc::lease_lost) ++refused;
+        else ++other;
+      }
+    });
+    c.expect(other == 0, "racing fenced writers fail only with lease_lost");
+    c.expect(s.get(scope) == "holder " + std::to_string(writers), "of writers racing with increasing tokens, the newest one's blob stays");
+  }
+}
+
 // ---- search index ----------------------------------------------------------------------------
 
 std::vector<std::string> ids(std::initializer_list<const char*> l) { return {l.begin(), l.end()}; }
@@ -183,6 +249,52 @@ void search_concurrency(const checker& c, search_index& ix) {
       for (int i = 0; i < docs_per_batch; ++i) expected.insert("doc-" + std::to_string(1000 + (t * 7 + round * 11 + i) % 100));
   c.expect(ix.count() == expected.size(), "concurrent overlapping batches leave one document per id");
   c.expect(ix.query("common", 1000).size() == expected.size(), "every concurrently indexed document is searchable");
+}
+
+void search_fencing(const checker& c, search_index& ix) {
+  const fence f3{"file:1", 3}, f5{"file:1", 5}, f7{"file:1", 7};
+  ix.index(std::vector<search_document>{{"a", 1, "alpha five"}}, f5);
+  c.expect(ix.query("five") == ids({"a"}), "a fenced batch is indexed");
+  c.expect_error(errc::lease_lost, [&] { ix.index(std::vector<search_document>{{"a", 1, "alpha three"}, {"b", 1, "beta"}}, f3); },
+                 "a batch with a token older than the scope's highest is refused with lease_lost");
+  c.expect(ix.count() == 1 && ix.query("five") == ids({"a"}) && ix.query("beta").empty(), "a refused batch changes no document");
+  c.expect_error(errc::lease_lost, [&] { ix.remove_file(1, f3); }, "remove_file() with an older token is refused");
+  c.expect(ix.count(1) == 1, "a refused remove_file() removes nothing");
+  ix.index(std::vector<search_document>{{"c", 1, "gamma"}}, f5);
+  c.expect(ix.count() == 2, "the scope's current token is accepted again");
+  ix.index(std::vector<search_document>{{"d", 2, "delta"}});
+  c.expect(ix.count() == 3, "an unfenced batch (token 0) is accepted after fenced ones");
+  ix.index(std::vector<search_document>{{"e", 3, "epsilon"}}, fence{"file:3", 1});
+  c.expect(ix.count() == 4, "scopes are independent: a low token on another scope is accepted");
+  c.expect(ix.remove_file(1, f7) == 2, "a newer token is accepted");
+  c.expect_error(errc::lease_lost, [&] { ix.index(std::vector<search_document>{{"f", 1, "late"}}, f5); },
+                 "once a newer token wrote, the previous holder is refused");
+  c.expect_error(errc::invalid_argument, [&] { ix.index(std::vector<search_document>{{"g", 1, "x"}}, fence{"file:1", -1}); }, "a negative token is refused");
+  c.expect_error(errc::invalid_argument, [&] { ix.remove_file(2, fence{"", 9}); }, "a fenced write needs a scope");
+  c.expect_error(errc::invalid_argument, [&] { ix.index(std::vector<search_document>{{"g", 1, "x"}}, fence{std::string(201, 's'), 9}); },
+                 "a scope over 200 characters is refused");
+  c.expect(ix.count() == 2 && ix.query("late").empty(), "refused and malformed fenced writes change nothing");
+}
+
+void search_fencing_race(const checker& c, search_index& ix) {
+  // Writers holding tokens 1..N of one scope race to index their version of one document: once the
+  // newest holder has indexed, nobody older can, so its version is the one that stays.
+  constexpr int writers = 8;
+  for (int round = 0; round < 3; ++round) {
+    const auto scope = "race-" + std::to_string(round);
+    std::atomic<int> other{0};
+    race(writers, [&](std::size_t i) {
+      const auto token = static_cast<std::int64_t>(i) + 1;
+      try {
+        ix.index(std::vector<search_document>{{scope, 50 + round, "round" + std::to_string(round) + "holder" + std::to_string(token)}}, fence{scope, token});
+      } catch (const error& e) {
+        if (e.code() != errc::lease_lost) ++other;
+      }
+    });
+    c.expect(other == 0, "racing fenced writers fail only with lease_lost");
+    c.expect(ix.query("round" + std::to_string(round) + "holder" + std::to_string(writers)) == std::vector<std::string>{scope},
+             "of writers racing with increasing tokens, the newest one's document stays");
+  }
 }
 
 // ---- task transport --------------------------------------------------------------------------
@@ -256,6 +368,9 @@ void check_blob_store(const blob_store_factory& make) {
   blob_writers(c, *make());
   blob_bad_keys(c, *make());
   blob_concurrency(c, *make());
+  blob_readers(c, *make());
+  blob_fencing(c, *make());
+  blob_fencing_race(c, *make());
 }
 
 void check_search_index(const search_index_factory& make) {
@@ -263,6 +378,8 @@ void check_search_index(const search_index_factory& make) {
   search_basics(c, *make());
   search_bad_input(c, *make());
   search_concurrency(c, *make());
+  search_fencing(c, *make());
+  search_fencing_race(c, *make());
 }
 
 void check_task_transport(const task_transport_factory& make) {

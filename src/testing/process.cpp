@@ -5,6 +5,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fcntl.h>
+#include <sched.h>
 #include <fstream>
 #include <sstream>
 #include <sys/wait.h>
@@ -45,7 +46,7 @@ bool run_child_if_requested(int argc, char** argv, int& status) {
   return true;
 }
 
-child_process::child_process(const std::string& name, const std::vector<std::string>& args) {
+child_process::child_process(const std::string& name, const std::vector<std::string>& args, const child_options& options) {
   // Output goes to an unlinked temporary file, so a chatty child can never block on a full pipe.
   char path[] = "/tmp/casecore-child-XXXXXX";
   out_fd_ = ::mkstemp(path);
@@ -61,6 +62,15 @@ child_process::child_process(const std::string& name, const std::vector<std::str
   if (pid_ < 0) raise(errc::internal, "fork failed");
   if (pid_ == 0) {
     ::dup2(out_fd_, STDOUT_FILENO);
+    if (!options.netns.empty()) {
+      const auto ns = "/run/netns/" + options.netns;
+      const int fd = ::open(ns.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0) {
+        std::fprintf(stderr, "child %s: cannot enter network namespace %s\n", name.c_str(), options.netns.c_str());
+        ::_exit(126);
+      }
+    }
+    if (!options.cwd.empty() && ::chdir(options.cwd.c_str()) != 0) ::_exit(125);
     ::execv("/proc/self/exe", argv.data());
     ::_exit(127);
   }

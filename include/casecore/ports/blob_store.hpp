@@ -7,16 +7,33 @@
 // blob: the local store writes a temporary file, fsyncs it, links it into place and fsyncs the
 // directory. A writer destroyed without commit leaves nothing behind.
 //
+// Reading: get() returns the whole blob; open_reader() streams it in pieces (stores that keep blobs
+// in chunks or files override do_open_reader so a huge blob is never held in memory whole).
+// Fencing (fence.hpp): commit/put/remove accept an optional fence; a write whose token is lower than
+// the highest the store accepted for that scope is refused with lease_lost and changes nothing, so a
+// paused job cannot publish or delete blobs after a newer claimant of its subject has written.
+//
 // Implementing the port (for S3, Azure, ...): derive from blob_store / blob_writer and override the
-// protected do_* hooks; the public methods validate keys and writer state first, so hooks only see
-// valid input. Run casecore::testing::check_blob_store against it (testing/conformance.hpp).
+// protected do_* hooks; the public methods validate keys, fences and writer state first, so hooks
+// only see valid input. Fenced writes go to do_commit_fenced / do_remove_fenced (the default refuses
+// with errc::unsupported): check the scope's mark, raise it and write in one atomic step. Run
+// casecore::testing::check_blob_store against it (testing/conformance.hpp). Shipped: the local
+// directory (one host), memory (tests) and PostgreSQL chunks (many hosts, postgres/blob_store.hpp).
+//
+// Example:
+//   auto w = store.open_writer();
+//   while (read_some(in, buf)) w->write(buf);           // hash while streaming
+//   w->commit(hasher.hex(), casecore::fence{"file:17", token});
 //
 // Thread safety: every blob_store method may be called from many threads (and processes, for
 // stores that are shared) at once; concurrent commits of one key create it exactly once. A
-// blob_writer belongs to one thread. Failure modes: not_found from get(); invalid_argument for a
-// malformed key or a writer used after commit; any I/O failure as errc::backend_error.
+// blob_writer and a blob_reader belong to one thread. Failure modes: not_found from get() /
+// open_reader() (and from a reader whose blob was removed while it read); invalid_argument for a
+// malformed key or fence or a writer used after commit; lease_lost for a stale fence; any I/O
+// failure as errc::backend_error.
 #pragma once
 
+#include <casecore/ports/fence.hpp>
 #include <casecore/value.hpp>
 
 #include <cstddef>
@@ -44,7 +61,8 @@ public:
   /// Append bytes (invalid_argument after commit/abort).
   void write(std::span<const std::byte> bytes);
   /// Publish the bytes as `key`; true when created, false when the key already existed.
-  bool commit(std::string_view key);
+  /// With a fence: lease_lost (and nothing published) when a higher token was accepted for its scope.
+  bool commit(std::string_view key, const fence& guard = {});
   /// Drop the bytes written so far (also done by the destructor of an uncommitted writer).
   void abort() noexcept;
   /// Bytes written so far.
@@ -57,10 +75,36 @@ protected:
   virtual bool do_commit(const std::string& key) = 0;
   /// Discard the pending blob; must not throw.
   virtual void do_abort() noexcept = 0;
+  /// do_commit guarded by `guard` (token > 0): refuse with lease_lost when the scope's mark is higher,
+  /// else raise the mark and publish, atomically. Default: errc::unsupported.
+  virtual bool do_commit_fenced(const std::string& key, const fence& guard);
 
 private:
   bool open_ = true;
   std::uint64_t size_ = 0;
+};
+
+/// Streams one stored blob in pieces.
+class blob_reader {
+public:
+  /// A reader of a blob of `size` bytes.
+  explicit blob_reader(std::uint64_t size) noexcept : size_(size) {}
+  virtual ~blob_reader() = default;
+  /// Copy the next bytes into `out`; returns how many (0 only at the end or for an empty `out`).
+  std::size_t read(std::span<std::byte> out);
+  /// The blob's length.
+  std::uint64_t size() const noexcept { return size_; }
+  /// Bytes read so far.
+  std::uint64_t position() const noexcept { return position_; }
+
+protected:
+  /// Copy up to out.size() (> 0) next bytes; the public method stops at size(), so hooks may assume
+  /// bytes remain.
+  virtual std::size_t do_read(std::span<std::byte> out) = 0;
+
+private:
+  std::uint64_t size_;
+  std::uint64_t position_ = 0;
 };
 
 /// A store of immutable blobs addressed by key.
@@ -69,14 +113,16 @@ public:
   virtual ~blob_store() = default;
   /// Start a new blob.
   std::unique_ptr<blob_writer> open_writer();
-  /// Write `bytes` as `key` in one call; true when created.
-  bool put(std::string_view key, std::string_view bytes);
+  /// Write `bytes` as `key` in one call; true when created (fenced like blob_writer::commit).
+  bool put(std::string_view key, std::string_view bytes, const fence& guard = {});
   /// The whole content of `key` (not_found when absent).
   std::string get(std::string_view key);
+  /// Stream the content of `key` (not_found when absent).
+  std::unique_ptr<blob_reader> open_reader(std::string_view key);
   /// True when `key` is stored.
   bool exists(std::string_view key);
-  /// Delete `key`; true when it existed.
-  bool remove(std::string_view key);
+  /// Delete `key`; true when it existed. With a fence: lease_lost (nothing removed) when stale.
+  bool remove(std::string_view key, const fence& guard = {});
   /// Every stored blob, in key order.
   std::vector<blob_info> list();
 
@@ -90,6 +136,10 @@ protected:
   virtual bool do_exists(const std::string& key) = 0;
   virtual bool do_remove(const std::string& key) = 0;
   virtual std::vector<blob_info> do_list() = 0;
+  /// do_remove guarded by `guard` (token > 0), atomically with the scope's mark. Default: unsupported.
+  virtual bool do_remove_fenced(const std::string& key, const fence& guard);
+  /// A reader of `key` (not_found when absent). Default: reads the whole blob with do_get.
+  virtual std::unique_ptr<blob_reader> do_open_reader(const std::string& key);
 };
 
 /// Options of the local directory store.

@@ -9,14 +9,27 @@
 // compared case-insensitively); a document matches when it contains every query word. Results are
 // ids in ascending order, at most `limit`.
 //
+// Fencing (fence.hpp): index() and remove_file() accept an optional fence; a write whose token is
+// lower than the highest the index accepted for that scope is refused with lease_lost and changes
+// nothing, so a paused "index" stage cannot overwrite a newer claimant's documents.
+//
 // Implementing the port (OpenSearch, Elasticsearch, ...): override the protected do_* hooks; the
-// public methods validate first. Run casecore::testing::check_search_index against it.
+// public methods validate first. Fenced writes go to do_index_fenced / do_remove_file_fenced (the
+// default refuses with errc::unsupported): check the scope's mark, raise it and write in one atomic
+// step. Run casecore::testing::check_search_index against it. Shipped: memory (reference), SQLite
+// FTS5 in a file (one host), PostgreSQL (many hosts, postgres/search_index.hpp).
+//
+// Example:
+//   index.index(docs, casecore::fence{"file:17", claim.fencing_token});
+//   auto hits = index.query("invoice 2024", 50);
+//
 // Thread safety: every method may be called from many threads at once; an index() batch is applied
 // atomically (all documents or none) by the shipped implementations. Failure modes:
-// invalid_argument for empty/oversized ids or an empty query; errc::backend_error for storage
-// failures.
+// invalid_argument for empty/oversized ids, an empty query or a malformed fence; lease_lost for a
+// stale fence; errc::backend_error for storage failures.
 #pragma once
 
+#include <casecore/ports/fence.hpp>
 #include <casecore/value.hpp>
 
 #include <cstddef>
@@ -42,10 +55,10 @@ struct search_document {
 class search_index {
 public:
   virtual ~search_index() = default;
-  /// Insert or replace `docs` by id.
-  void index(std::span<const search_document> docs);
-  /// Remove every document of `file_id`; returns how many were removed.
-  std::size_t remove_file(std::int64_t file_id);
+  /// Insert or replace `docs` by id, all or none (lease_lost when `guard` is stale).
+  void index(std::span<const search_document> docs, const fence& guard = {});
+  /// Remove every document of `file_id`; returns how many were removed (lease_lost when stale).
+  std::size_t remove_file(std::int64_t file_id, const fence& guard = {});
   /// Number of documents (of one file when given).
   std::size_t count(std::optional<std::int64_t> file_id = std::nullopt);
   /// Ids of documents containing every word of `words`, ascending, at most `limit`.
@@ -60,6 +73,10 @@ protected:
   virtual std::size_t do_remove_file(std::int64_t file_id) = 0;
   virtual std::size_t do_count(std::optional<std::int64_t> file_id) = 0;
   virtual std::vector<std::string> do_query(const std::vector<std::string>& words, std::size_t limit) = 0;
+  /// do_index guarded by `guard` (token > 0), atomically with the scope's mark. Default: unsupported.
+  virtual void do_index_fenced(std::span<const search_document> docs, const fence& guard);
+  /// do_remove_file guarded by `guard` (token > 0), atomically with the mark. Default: unsupported.
+  virtual std::size_t do_remove_file_fenced(std::int64_t file_id, const fence& guard);
 };
 
 /// The reference implementation in memory.

@@ -39,9 +39,11 @@ using search_index_factory = std::function<std::unique_ptr<search_index>()>;
 /// Makes a fresh task transport.
 using task_transport_factory = std::function<std::unique_ptr<task_transport>()>;
 
-/// Put/get/exists/remove/list, write-once, streaming writers, abort, bad keys, concurrent puts.
+/// Put/get/exists/remove/list, write-once, streaming writers and readers, abort, bad keys,
+/// concurrent puts, fencing (stale tokens refused, racing holders leave the newest one's blob).
 void check_blob_store(const blob_store_factory& make);
-/// Idempotent indexing by id, replace, remove_file, count, word queries, bad input, concurrency.
+/// Idempotent indexing by id, replace, remove_file, count, word queries, bad input, concurrency,
+/// fencing (stale tokens refused, racing holders leave the newest one's document).
 void check_search_index(const search_index_factory& make);
 /// No lost wake-up after subscribe, coalescing, topic isolation, fan-out, bad input, threads.
 void check_task_transport(const task_transport_factory& make);

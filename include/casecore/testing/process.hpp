@@ -22,6 +22,15 @@ bool register_child(const std::string& name, child_main fn);
 /// In main(): if argv asks for a child, run it and return true with its exit status in `status`.
 bool run_child_if_requested(int argc, char** argv, int& status);
 
+/// Where a child runs.
+struct child_options {
+  /// Run it inside this network namespace (`ip netns` name, /run/netns/NAME; needs root), as another
+  /// host would: it reaches only what the namespace routes to. Empty: this process's network.
+  std::string netns;
+  /// Its working directory (empty: inherited).
+  std::string cwd;
+};
+
 /// A finished child.
 struct child_result {
   int exit_code = -1;   ///< exit status, or 128+signal when killed
@@ -32,7 +41,7 @@ struct child_result {
 class child_process {
 public:
   /// Start /proc/self/exe as child `name` with `args`.
-  child_process(const std::string& name, const std::vector<std::string>& args);
+  child_process(const std::string& name, const std::vector<std::string>& args, const child_options& options = {});
   ~child_process();
   child_process(child_process&& o) noexcept;
   child_process(const child_process&) = delete;
