@@ -32,6 +32,10 @@ PACKAGES=(
     clang-14          # libFuzzer targets (scripts/fuzz.sh)
     libfuzzer-14-dev
     strace            # "one getrandom per token" check
+    librapidcheck-dev # property tests (tests/property)
+    libfiu-dev        # injected I/O faults (tests/fiu)
+    fiu-utils
+    gcovr             # scripts/coverage.sh
 )
 
 die() {

@@ -3,7 +3,8 @@
 # 127.0.0.1 (unless CASECORE_TEST_PG_URL names a server) with two PgBouncers in front of it
 # (transaction and session pooling, fewer server connections than client threads), and run the whole
 # suite on SQLite and PostgreSQL. The default preset then runs the PostgreSQL suite again through
-# PgBouncer in transaction mode and in session mode.
+# PgBouncer in transaction mode and in session mode, and the configuration matrix
+# (scripts/test-matrix.sh).
 # Usage: scripts/test.sh [default|debug|tsan|asan]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,7 @@ fi
 if [ -z "${CASECORE_TEST_PGBOUNCER_URL:-}" ]; then
   pg_port=$(echo "$CASECORE_TEST_PG_URL" | sed -E 's|.*:([0-9]+)/.*|\1|')
   bdir=$(mktemp -d "${TMPDIR:-/tmp}/casecore-bouncer-XXXXXX")
+  chmod 0755 "$bdir" # as root, pgbouncer runs as postgres and must reach $bdir/tx and $bdir/session
   cleanup+=("scripts/pgbouncer.sh stop '$bdir/tx'; scripts/pgbouncer.sh stop '$bdir/session'; rm -rf '$bdir'")
   CASECORE_TEST_PGBOUNCER_URL=$(scripts/pgbouncer.sh start "$bdir/tx" "$pg_port" transaction 4)
   # Session mode pins a server connection per client connection: enough of them for the suite.
@@ -43,6 +45,9 @@ if [ "$preset" = default ]; then
     CASECORE_TEST_PG_POOLER=$mode CASECORE_TEST_PG_URL=$url \
       ctest --preset "$preset" -R '\.postgres$' -E '^(pooler_test|consumer)'
   done
+  # The configuration matrix reruns the setting-dependent tests under other server / SQLite / job
+  # settings (docs/testing.md); the sanitizer presets skip it to keep CI short.
+  scripts/test-matrix.sh "$preset"
 fi
 
 # The fuzzers, short (docs/SECURITY.md): clang + libFuzzer under ASan/UBSan in build/fuzz, each target

@@ -35,7 +35,8 @@ template <std::size_t N> bool in(const std::array<std::string_view, N>& keys, st
 }
 
 [[noreturn]] void fail(std::string_view url, std::string_view why) {
-  raise(errc::bad_url, "malformed database URL '" + mask_secrets(url.substr(0, 300)) + "': " + std::string(why));
+  // Mask, then shorten: cutting first could leave half a password without its '@' to find it by.
+  raise(errc::bad_url, "malformed database URL '" + mask_secrets(url).substr(0, 300) + "': " + std::string(why));
 }
 
 int hex_digit(char c) {
@@ -244,19 +245,18 @@ database_url parse_postgres(std::string_view url, std::string_view rest) {
   return out;
 }
 
-bool is_space_or_quote(char c) { return std::isspace(static_cast<unsigned char>(c)) || c == '\'' || c == '"' || c == '`'; }
-
 } // namespace
 
 std::string mask_secrets(std::string_view text) {
   std::string out(text);
-  // 1. userinfo passwords: in every whitespace- or quote-delimited token that holds an '@', whatever
-  //    follows the first ':' after the scheme up to the token's last '@' is masked. On malformed
-  //    input this masks more than the password, never less.
+  // 1. userinfo passwords: in every whitespace-delimited token that holds an '@', whatever follows
+  //    the first ':' after the scheme up to the token's last '@' is masked. Quotes do not end a
+  //    token: they are legal in a password ('), so a quote-delimited URL is found inside its token.
+  //    On malformed input this masks more than the password, never less.
   for (std::size_t pos = 0; pos < out.size();) {
-    while (pos < out.size() && is_space_or_quote(out[pos])) ++pos;
+    while (pos < out.size() && std::isspace(static_cast<unsigned char>(out[pos]))) ++pos;
     auto end = pos;
-    while (end < out.size() && !is_space_or_quote(out[end])) ++end;
+    while (end < out.size() && !std::isspace(static_cast<unsigned char>(out[end]))) ++end;
     const auto scheme_colon = out.find(':', pos);
     const auto at = out.rfind('@', end == 0 ? 0 : end - 1);
     if (scheme_colon != std::string::npos && scheme_colon < end && at != std::string::npos && at > scheme_colon && at < end) {
@@ -284,8 +284,8 @@ std::string mask_secrets(std::string_view text) {
         ++vend;
         while (vend < out.size() && out[vend] != '\'') vend += out[vend] == '\\' ? 2 : 1;
         vend = std::min(vend + 1, out.size());
-      } else {
-        while (vend < out.size() && out[vend] != '&' && !is_space_or_quote(out[vend])) ++vend;
+      } else { // a quote inside is part of the value (legal in a URL query): only '&' or a space ends it
+        while (vend < out.size() && out[vend] != '&' && !std::isspace(static_cast<unsigned char>(out[vend]))) ++vend;
       }
       if (out.compare(vstart, vend - vstart, "***") != 0) out.replace(vstart, vend - vstart, "***");
       pos = vstart + 3;
@@ -301,7 +301,7 @@ database_url parse_url(std::string_view url) {
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) raise(errc::bad_url, "database URL contains control characters");
   const auto colon = url.find(':');
   if (colon == std::string_view::npos || colon == 0)
-    raise(errc::bad_url, "database URL '" + mask_secrets(url.substr(0, 200)) + "' has no scheme (expected sqlite: or postgresql://)");
+    raise(errc::bad_url, "database URL '" + mask_secrets(url).substr(0, 200) + "' has no scheme (expected sqlite: or postgresql://)");
   std::string scheme(url.substr(0, colon));
   std::transform(scheme.begin(), scheme.end(), scheme.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   const auto rest = url.substr(colon + 1);

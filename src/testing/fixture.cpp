@@ -50,7 +50,11 @@ scratch_database::scratch_database(backend_kind kind, std::string url_params) : 
   folder_ = temp_root() / ("casecore-test-" + token);
   std::filesystem::create_directories(folder_);
   if (kind == backend_kind::sqlite) {
-    url_ = "sqlite://" + (folder_ / "test.db").string() + (url_params.empty() ? "" : "?" + url_params);
+    // CASECORE_TEST_SQLITE_PARAMS (e.g. synchronous=normal) reruns a suite under other settings
+    // (scripts/test-matrix.sh); the test's own parameters come last, so they win.
+    auto params = env("CASECORE_TEST_SQLITE_PARAMS");
+    if (!url_params.empty()) params += (params.empty() ? "" : "&") + url_params;
+    url_ = "sqlite://" + (folder_ / "test.db").string() + (params.empty() ? "" : "?" + params);
     return;
   }
   admin_url_ = env("CASECORE_TEST_PG_URL");

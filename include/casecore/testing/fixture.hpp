@@ -5,6 +5,7 @@
 //   * PostgreSQL: a new schema in the server named by CASECORE_TEST_PG_URL (the URL's `schema=` pins
 //     search_path to it in every transaction — which also works through a transaction pooler — so
 //     child processes opening url() see the same tables), dropped afterwards.
+// CASECORE_TEST_SQLITE_PARAMS adds URL parameters to every SQLite fixture (e.g. synchronous=normal).
 // The backend comes from CASECORE_TEST_BACKEND (sqlite | postgres, default sqlite). A PostgreSQL
 // fixture without a reachable server throws backend_unavailable: tests fail, they never skip.
 #pragma once
