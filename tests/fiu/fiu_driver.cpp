@@ -27,6 +27,7 @@
 #include <casecore/file_registry.hpp>
 #include <casecore/hash.hpp>
 #include <casecore/job_queue.hpp>
+#include <casecore/job_queue_admin.hpp>
 #include <casecore/migration.hpp>
 #include <casecore/open.hpp>
 #include <casecore/ports/blob_store.hpp>

@@ -10,7 +10,7 @@
 #include "property.hpp"
 
 #include <casecore/migration.hpp>
-#include <casecore/repository.hpp>
+#include <casecore/ordered_list.hpp>
 #include <casecore/testing/fixture.hpp>
 
 #include <doctest/doctest.h>
