@@ -1,7 +1,9 @@
 // bench_core: the unit of work next to the raw driver calls it wraps, in the same run.
 //   * SQLite :memory: and file: write transaction with one UPDATE vs raw SQLiteCpp
 //     (BEGIN IMMEDIATE; cached statement; COMMIT); read transaction with one SELECT vs raw.
-//   * PostgreSQL: write transaction with one UPDATE vs a raw libpqxx pqxx::work + exec_prepared.
+//   * PostgreSQL: write transaction with one UPDATE vs a raw libpqxx pqxx::work + exec_prepared;
+//     the same with unnamed statements (?pooler=transaction) vs raw exec_params; and through
+//     PgBouncer in transaction mode (BENCH_PGBOUNCER_URL).
 //   * Pool: acquire + release of an idle connection, uncontended and with 8 / 32 threads.
 #include "harness.hpp"
 
@@ -11,6 +13,7 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <pqxx/pqxx>
 
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 
@@ -85,7 +88,10 @@ void bench_sqlite(const std::string& label, const std::string& path, const char*
   std::printf("  overhead per write: %.2f us, per read: %.2f us\n", 1e6 / lib_w - 1e6 / raw_w, 1e6 / lib_r - 1e6 / raw_r);
 }
 
-void bench_postgres(const std::string& url) {
+// `label` names the row; `named` says whether the raw side prepares a named statement once per
+// connection (what casecore does on a direct connection) or sends it unnamed each time with
+// PQexecParams (what casecore does behind a transaction pooler, where named statements are unsafe).
+void bench_postgres(const std::string& label, const std::string& url, const std::string& raw_url, bool named) {
   const auto d = bench::duration();
   database_options o;
   o.pool.size = 32;
@@ -101,17 +107,22 @@ void bench_postgres(const std::string& url) {
     });
     std::vector<std::unique_ptr<pqxx::connection>> conns;
     for (int i = 0; i < callers; ++i) {
-      conns.push_back(std::make_unique<pqxx::connection>(url));
-      conns.back()->prepare("upd", "UPDATE bench_core_t SET n = n + 1 WHERE id = $1");
+      conns.push_back(std::make_unique<pqxx::connection>(raw_url));
+      if (named) conns.back()->prepare("upd", "UPDATE bench_core_t SET n = n + 1 WHERE id = $1");
     }
     const double raw = bench::measure(callers, d, [&](int t) {
       pqxx::work w(*conns[static_cast<std::size_t>(t)]);
-      w.exec_prepared("upd", t + 1);
+      if (named) w.exec_prepared("upd", t + 1);
+      else w.exec_params("UPDATE bench_core_t SET n = n + 1 WHERE id = $1", t + 1);
       w.commit();
       return 1;
     });
-    bench::row("write tx, 1 UPDATE", "postgres", callers, lib, raw);
+    bench::row("write tx, 1 UPDATE", label, callers, lib, raw);
   }
+}
+
+std::string with_param(const std::string& url, const std::string& kv) {
+  return url + (url.find('?') == std::string::npos ? "?" : "&") + kv;
 }
 
 void bench_pool() {
@@ -142,6 +153,14 @@ int main() {
     std::filesystem::remove(file.string() + "-wal");
     std::filesystem::remove(file.string() + "-shm");
   }
-  if (const auto url = bench::pg_url(); !url.empty()) bench_postgres(url);
-  else std::printf("(no BENCH_PG_URL / CASECORE_TEST_PG_URL: PostgreSQL rows skipped)\n");
+  if (const auto url = bench::pg_url(); !url.empty()) {
+    // Direct connection: named statements (casecore's default there) vs raw named statements; the
+    // same connection with ?pooler=transaction (unnamed statements) vs raw PQexecParams, so the cost
+    // of pooler safety on a direct connection shows in the same run.
+    bench_postgres("postgres", with_param(url, "pooler=none"), url, true);
+    bench_postgres("postgres, unnamed", with_param(url, "pooler=transaction"), url, false);
+    // Through PgBouncer in transaction mode (BENCH_PGBOUNCER_URL, e.g. scripts/pgbouncer.sh's URL):
+    // casecore detects the pooler and sends unnamed statements; raw uses PQexecParams too.
+    if (const char* b = std::getenv("BENCH_PGBOUNCER_URL"); b && *b) bench_postgres("pgbouncer tx", b, b, false);
+  } else std::printf("(no BENCH_PG_URL / CASECORE_TEST_PG_URL: PostgreSQL rows skipped)\n");
 }
