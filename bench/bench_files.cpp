@@ -104,7 +104,7 @@ void run_backend(const std::string& backend, const std::string& url, const std::
   // open and close overflow connections all the time under 32 callers).
   auto db = casecore::open(url + (url.find('?') == std::string::npos ? "?" : "&") + "pool_size=33");
   migrate(db);
-  db.write([&](transaction& tx) { tx.exec_script(render_sql(db.dialect(), raw_table)); });
+  db.write([&](transaction& tx) { tx.exec_script(render_sql(tx, raw_table)); });
   auto store = make_memory_blob_store();
   file_registry reg(db, *store);
   const auto ms = bench::duration();

@@ -175,7 +175,7 @@ void run(const target& t) {
   auto db = casecore::open(t.url, o);
   migrate(db);
   db.write([](transaction& tx) {
-    tx.exec_script(render_sql(tx.dialect(), "CREATE TABLE IF NOT EXISTS jobs(id {{id}}, state TEXT NOT NULL DEFAULT 'queued', "
+    tx.exec_script(render_sql(tx, "CREATE TABLE IF NOT EXISTS jobs(id {{id}}, state TEXT NOT NULL DEFAULT 'queued', "
                                             "locked_by INTEGER, locked_at TIMESTAMP, payload TEXT);"
                                             "CREATE INDEX IF NOT EXISTS jobs_queued_idx ON jobs(id) WHERE state = 'queued'"));
   });

@@ -518,13 +518,9 @@ struct fenced_row {
 };
 
 std::optional<fenced_row> lock_claim(transaction& tx, const claim_ref& ref) {
-  const bool pg = tx.dialect() == dialect::postgresql;
-  auto r = tx.exec(pg ? "SELECT stages, current_stage, attempts, max_attempts, cancel_requested, operation, subject "
-                        "FROM casecore_jobs WHERE id = $1 AND lease_epoch = $2 AND state = 'running' "
-                        "AND lease_expires_at >= casecore_now_us() FOR NO KEY UPDATE"
-                      : "SELECT stages, current_stage, attempts, max_attempts, cancel_requested, operation, subject "
-                        "FROM casecore_jobs WHERE id = $1 AND lease_epoch = $2 AND state = 'running' "
-                        "AND lease_expires_at >= casecore_now_us()",
+  auto r = tx.exec("SELECT stages, current_stage, attempts, max_attempts, cancel_requested, operation, subject "
+                   "FROM casecore_jobs WHERE id = $1 AND lease_epoch = $2 AND state = 'running' "
+                   "AND lease_expires_at >= casecore_now_us()" + std::string(tx.sql().for_no_key_update),
                    ref.id, ref.epoch);
   if (r.empty()) return std::nullopt;
   return fenced_row{split_stages(r[0].get<std::string>(0)), r[0].get<int>(1), r[0].get<int>(2), r[0].get<int>(3),
@@ -581,7 +577,7 @@ const std::string& claim_one_pg() {
 // whose key still has room.
 std::vector<job> claim_limited(transaction& tx, const claim_options& o) {
   const bool pg = tx.dialect() == dialect::postgresql;
-  if (pg) tx.exec("SELECT pg_advisory_xact_lock($1)", advisory_limit_key);
+  if (const auto lock = tx.sql().transaction_lock; !lock.empty()) tx.exec(lock, advisory_limit_key);
   std::int64_t room = static_cast<std::int64_t>(o.batch);
   if (o.max_running > 0) {
     const auto running = tx.query_one<std::int64_t>("SELECT count(*) FROM casecore_jobs WHERE state = 'running'");

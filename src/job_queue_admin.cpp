@@ -23,10 +23,7 @@ bool cancel(database& db, std::int64_t id) {
 
 job retry(database& db, std::int64_t id) {
   db.write([&](transaction& tx) {
-    auto r = tx.exec(tx.dialect() == dialect::postgresql
-                         ? "SELECT state, operation, subject FROM casecore_jobs WHERE id = $1 FOR UPDATE"
-                         : "SELECT state, operation, subject FROM casecore_jobs WHERE id = $1",
-                     id);
+    auto r = tx.exec("SELECT state, operation, subject FROM casecore_jobs WHERE id = $1" + std::string(tx.sql().for_update), id);
     if (r.empty()) throw not_found("job " + std::to_string(id) + " does not exist");
     const auto state = r[0].get<std::string>(0);
     if (state != "failed" && state != "cancelled")

@@ -50,6 +50,9 @@ std::int64_t ttl_us(std::chrono::milliseconds ttl) {
 //     expired only since step 1) a plain "not acquired": a takeover never happens without step 1.
 // The same owner string gets no special treatment: a live lease is extended with its token (renew),
 // never re-acquired, so two instances configured with one owner name still exclude each other.
+// The lease's protocol differs per dialect in its row locks (PostgreSQL: FOR UPDATE on takeover,
+// FOR KEY SHARE as the fence; SQLite: its single writer is the lock), so its statements stay
+// explicit per backend: tests/isolation/specs/lease_acquire_renew_steal.spec runs these literals.
 constexpr std::string_view lock_expired_pg =
     "SELECT token FROM casecore_leases WHERE name = $1 AND expires_at < casecore_now_us() FOR UPDATE";
 constexpr std::string_view lock_expired_sqlite = // one writer at a time: the write lock is the lock

@@ -11,7 +11,7 @@ std::vector<migration> core_migrations() {
   return {
       {"casecore", 1, "clock function", "", "SELECT 1",
        "CREATE OR REPLACE FUNCTION casecore_now_us() RETURNS bigint LANGUAGE sql VOLATILE AS "
-       "$$ SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint $$"},
+       "$$ SELECT {{now_us}} $$"},
       {"casecore", 2, "outbox",
        "CREATE TABLE casecore_outbox("
        " id {{id}}, topic TEXT NOT NULL, msg_key TEXT NOT NULL DEFAULT '', payload TEXT NOT NULL,"
@@ -48,13 +48,13 @@ std::size_t drain(database& db, std::string_view topic, const std::function<void
   if (options.claim_ttl.count() <= 0) raise(errc::invalid_argument, "drain claim_ttl must be positive");
   const std::string claimer = detail::random_token();
   const std::int64_t ttl_us = options.claim_ttl.count() * 1000;
-  const std::string skip_locked = db.dialect() == dialect::postgresql ? " FOR UPDATE SKIP LOCKED" : "";
   auto batch = db.write([&](transaction& tx) {
     std::vector<message> out;
     auto rows = tx.exec(
         "UPDATE casecore_outbox SET claimed_by = $1, claimed_until = casecore_now_us() + $2, attempts = attempts + 1 "
         "WHERE id IN (SELECT id FROM casecore_outbox WHERE topic = $3 AND available_at <= casecore_now_us() "
-        "AND (claimed_until IS NULL OR claimed_until < casecore_now_us()) ORDER BY id LIMIT $4" + skip_locked +
+        "AND (claimed_until IS NULL OR claimed_until < casecore_now_us()) ORDER BY id LIMIT $4" +
+            std::string(tx.sql().for_update_skip_locked) +
             ") RETURNING id, msg_key, payload, attempts",
         claimer, ttl_us, topic, static_cast<std::int64_t>(options.batch));
     for (auto r : rows) out.push_back({r.get<std::int64_t>(0), std::string(topic), r.get<std::string>(1), r.get<std::string>(2), r.get<int>(3)});

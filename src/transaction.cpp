@@ -25,11 +25,10 @@ void transaction::exec_script(std::string_view sql) {
 }
 
 casecore::dialect transaction::dialect() const noexcept { return conn_.dialect(); }
+const sql_fragments& transaction::sql() const noexcept { return conn_.sql(); }
 
 micros transaction::now_us() {
-  if (dialect() == casecore::dialect::postgresql)
-    return query_one<micros>("SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint");
-  return query_one<micros>("SELECT casecore_now_us()");
+  return query_one<micros>("SELECT " + std::string(sql().now_us));
 }
 
 void transaction::after_commit(std::function<void()> hook) {

@@ -32,7 +32,7 @@ database migrated(const scratch_database& s, std::size_t pool = 0) {
   auto db = s.open(o);
   migrate(db);
   db.write([](transaction& tx) {
-    tx.exec_script(render_sql(tx.dialect(), "CREATE TABLE stage_runs(id {{id}}, job_id BIGINT NOT NULL, stage TEXT NOT NULL, "
+    tx.exec_script(render_sql(tx, "CREATE TABLE stage_runs(id {{id}}, job_id BIGINT NOT NULL, stage TEXT NOT NULL, "
                                             "token BIGINT NOT NULL DEFAULT 0)"));
   });
   return db;
@@ -246,7 +246,7 @@ namespace {
 
 void make_signal_tables(database& db) {
   db.write([](transaction& tx) {
-    tx.exec_script(render_sql(tx.dialect(), "CREATE TABLE holder_events(id {{id}}, what TEXT NOT NULL, token BIGINT NOT NULL DEFAULT 0);"
+    tx.exec_script(render_sql(tx, "CREATE TABLE holder_events(id {{id}}, what TEXT NOT NULL, token BIGINT NOT NULL DEFAULT 0);"
                                             "CREATE TABLE holder_control(what TEXT NOT NULL)"));
   });
 }

@@ -34,7 +34,7 @@ database open_ledger(const scratch_database& s) {
   auto db = s.open();
   migrate(db);
   db.write([](transaction& tx) {
-    tx.exec_script(render_sql(tx.dialect(),
+    tx.exec_script(render_sql(tx,
                               "CREATE TABLE IF NOT EXISTS guarded(id {{id}}, token BIGINT NOT NULL, event TEXT NOT NULL,"
                               " who TEXT NOT NULL, at_us BIGINT NOT NULL)"));
   });

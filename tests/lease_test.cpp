@@ -23,7 +23,7 @@ database open_migrated(const scratch_database& s) {
   auto db = s.open();
   migrate(db);
   db.write([](transaction& tx) {
-    tx.exec_script(render_sql(tx.dialect(), "CREATE TABLE guarded(id {{id}}, token BIGINT NOT NULL, "
+    tx.exec_script(render_sql(tx, "CREATE TABLE guarded(id {{id}}, token BIGINT NOT NULL, "
                                             "event TEXT NOT NULL, who TEXT NOT NULL)"));
   });
   return db;

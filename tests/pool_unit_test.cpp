@@ -20,6 +20,10 @@ struct probe_connection final : detail::connection {
   void exec_script(std::string_view) override {}
   void begin(const detail::tx_settings&) override {}
   casecore::dialect dialect() const noexcept override { return casecore::dialect::sqlite; }
+  const sql_fragments& sql() const noexcept override {
+    static const sql_fragments none{}; // runs no SQL
+    return none;
+  }
   void commit() override {}
   void rollback() noexcept override {}
   bool ping() noexcept override { return !dead; }

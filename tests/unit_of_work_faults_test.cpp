@@ -49,6 +49,7 @@ public:
   bool ping() noexcept override { return !broken() && inner_->ping(); }
   bool broken() const noexcept override { return broken_ || born_ < plan_.epoch || inner_->broken(); }
   casecore::dialect dialect() const noexcept override { return inner_->dialect(); }
+  const sql_fragments& sql() const noexcept override { return inner_->sql(); }
 
 private:
   std::unique_ptr<detail::connection> inner_;

@@ -32,7 +32,7 @@ database migrated(const std::string& url_or_empty, const scratch_database* s = n
 
 void make_tables(database& db) {
   db.write([](transaction& tx) {
-    tx.exec_script(render_sql(tx.dialect(),
+    tx.exec_script(render_sql(tx,
                               "CREATE TABLE stage_runs(id {{id}}, job_id BIGINT NOT NULL, stage TEXT NOT NULL, who TEXT NOT NULL);"
                               "CREATE TABLE key_samples(n BIGINT NOT NULL);"
                               "CREATE TABLE victim(id {{id}}, job_id BIGINT NOT NULL)"));
@@ -189,8 +189,12 @@ TEST_CASE("a paused handler whose claim was reclaimed cannot complete its stage"
   auto db = migrated("", &s);
   make_tables(db);
   auto id = jobs::enqueue(db, casescope.make("reindex", "case:1")).id;
-  jobs::worker_options o; // batch / lease chosen by the test: run_once, no heartbeats
-  o.lease = 30ms; // no heartbeat thread runs: run_once is used
+  // run_once runs no heartbeat thread. The lease is long enough that the claim is still held when
+  // the handler starts, however slow the machine; the test then expires it on the database (as the
+  // clock would while the handler is paused) instead of sleeping past a tiny lease, which on a loaded
+  // machine could expire before the handler started (the worker rightly refuses to start it then).
+  jobs::worker_options o;
+  o.lease = 10s;
   jobs::worker paused(db, o);
   std::atomic<bool> started{false}, resume{false};
   paused.on_stage("index", [&](jobs::job_context& c) {
@@ -200,7 +204,7 @@ TEST_CASE("a paused handler whose claim was reclaimed cannot complete its stage"
   });
   std::thread t([&] { paused.run_once(); });
   REQUIRE(wait_until([&] { return started.load(); }));
-  std::this_thread::sleep_for(60ms);
+  db.write([&](transaction& tx) { tx.exec("UPDATE casecore_jobs SET lease_expires_at = 1 WHERE id = $1", id); });
   CHECK(jobs::reclaim_expired(db) == 1);
   jobs::claim_options co;
   co.owner = "fresh";

@@ -40,7 +40,9 @@ migration_report migrate(database& db, std::span<const migration> extra = {});
 /// The highest applied version of `component` (0 when none).
 int schema_version(database& db, std::string_view component);
 
-/// Expand the dialect tokens of a migration script.
-std::string render_sql(dialect d, std::string_view sql);
+/// Expand the dialect tokens of a migration script with the transaction's dialect: `{{id}}` (a
+/// 64-bit auto-assigned primary key), `{{blob}}` (binary data), `{{now_us}}` (the database clock in
+/// µs since the epoch, as an expression). migrate() checksums the expanded text.
+std::string render_sql(const transaction& tx, std::string_view sql);
 
 } // namespace casecore

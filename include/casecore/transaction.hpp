@@ -91,6 +91,9 @@ public:
 
   /// The SQL dialect of the database.
   casecore::dialect dialect() const noexcept;
+  /// The dialect's SQL fragments (row-lock clauses, the database clock, ...; detail/backend.hpp),
+  /// for statements that must read the same on both backends.
+  const sql_fragments& sql() const noexcept;
   /// True for write transactions.
   bool writable() const noexcept { return mode_ == detail::tx_mode::write; }
   /// 1 on the first attempt, 2 on the first retry, ...

@@ -98,6 +98,21 @@ const std::string& prepared_path(const std::string& path, const options& o) {
   return path;
 }
 
+// The dialect's fragments (detail/backend.hpp). No row locks: a write transaction (BEGIN IMMEDIATE)
+// already excludes every other writer, so FOR UPDATE has nothing to add (and is not SQL here).
+constexpr sql_fragments fragments{
+    .for_update = "",
+    .for_no_key_update = "",
+    .for_key_share = "",
+    .for_update_skip_locked = "",
+    .now_us = "casecore_now_us()",
+    .transaction_lock = "",
+    .table_exists = "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = $1",
+    .tables_like = "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE $1 ESCAPE '\\' ORDER BY name",
+    .id_column = "INTEGER PRIMARY KEY AUTOINCREMENT",
+    .blob_type = "BLOB",
+};
+
 class sqlite_connection final : public detail::connection {
 public:
   sqlite_connection(const std::string& path, const options& o)
@@ -164,6 +179,7 @@ public:
   }
 
   casecore::dialect dialect() const noexcept override { return casecore::dialect::sqlite; }
+  const sql_fragments& sql() const noexcept override { return fragments; }
 
   void commit() override {
     // SQLITE_BUSY at COMMIT leaves the transaction open and uncommitted: a known outcome, so the

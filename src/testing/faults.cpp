@@ -21,6 +21,7 @@ public:
     inner_->begin(settings);
   }
   casecore::dialect dialect() const noexcept override { return inner_->dialect(); }
+  const sql_fragments& sql() const noexcept override { return inner_->sql(); }
   void commit() override { inner_->commit(); }
   void rollback() noexcept override {
     if (!broken_) inner_->rollback();

@@ -115,10 +115,7 @@ bool valid_identifier(std::string_view s) {
 std::map<std::string, int> schema_versions(database& db) {
   return db.read([](transaction& tx) {
     std::map<std::string, int> out;
-    const bool exists = tx.dialect() == dialect::postgresql
-                            ? tx.query_one<bool>("SELECT to_regclass('casecore_migrations') IS NOT NULL")
-                            : tx.query_one<bool>("SELECT count(*) > 0 FROM sqlite_master WHERE name = 'casecore_migrations'");
-    if (!exists) return out;
+    if (!tx.query_one<bool>(tx.sql().table_exists, "casecore_migrations")) return out;
     for (auto r : tx.exec("SELECT component, max(version) FROM casecore_migrations GROUP BY component ORDER BY component"))
       out[r.get<std::string>(0)] = r.get<int>(1);
     return out;
@@ -128,13 +125,8 @@ std::map<std::string, int> schema_versions(database& db) {
 /// casecore_* table → row count.
 std::map<std::string, std::int64_t> table_counts(database& db) {
   return db.read([](transaction& tx) {
-    const char* list_sql = tx.dialect() == dialect::postgresql
-                               ? "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
-                                 "AND table_name LIKE 'casecore\\_%' ESCAPE '\\' ORDER BY table_name"
-                               : "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'casecore\\_%' ESCAPE '\\' "
-                                 "ORDER BY name";
     std::map<std::string, std::int64_t> out;
-    for (auto r : tx.exec(list_sql)) {
+    for (auto r : tx.exec(tx.sql().tables_like, "casecore\\_%")) {
       const auto name = r.get<std::string>(0);
       // Names come from the catalog, but are checked before they are put in SQL all the same.
       if (!valid_identifier(name)) continue;

@@ -25,6 +25,40 @@ enum class isolation { read_committed, repeatable_read, serializable };
 
 struct pool_options;
 
+/// The few SQL fragments in which the dialects differ, supplied by each adapter (SOCI's
+/// session_backend model): feature code composes statements from them instead of branching on the
+/// dialect. Algorithms that genuinely differ (the job queue's SKIP LOCKED claim, array vs JSON
+/// parameters) stay explicit per-backend code. Every field is a constant of the adapter.
+///
+/// @code
+///   tx.exec(std::string("SELECT state FROM jobs WHERE id = $1") + std::string(tx.sql().for_update), id);
+/// @endcode
+struct sql_fragments {
+  /// Row lock for an UPDATE to follow (" FOR UPDATE"; "" on SQLite, whose write transactions
+  /// already exclude every other writer).
+  std::string_view for_update;
+  /// Row lock that does not block foreign-key / FOR KEY SHARE readers (" FOR NO KEY UPDATE"; "").
+  std::string_view for_no_key_update;
+  /// Row lock that only keeps the key from changing or the row from being deleted (" FOR KEY SHARE"; "").
+  std::string_view for_key_share;
+  /// Row lock that skips rows locked by others (" FOR UPDATE SKIP LOCKED"; "").
+  std::string_view for_update_skip_locked;
+  /// An expression: microseconds since the Unix epoch on the database's clock, usable before any
+  /// migration ran (PostgreSQL: clock_timestamp(); SQLite: the adapter's casecore_now_us()).
+  std::string_view now_us;
+  /// A statement taking a transaction-scoped exclusive lock on the bigint key $1, or "" when the
+  /// dialect's write transactions are already exclusive (SQLite).
+  std::string_view transaction_lock;
+  /// A statement with one bool column: does the table named $1 exist (in the search path)?
+  std::string_view table_exists;
+  /// A statement listing table names LIKE $1 (escape character '\'), ordered by name.
+  std::string_view tables_like;
+  /// Column type of a 64-bit auto-assigned primary key (migrations' `{{id}}`).
+  std::string_view id_column;
+  /// Column type of binary data (migrations' `{{blob}}`).
+  std::string_view blob_type;
+};
+
 namespace detail {
 
 /// Whether a transaction may write.
@@ -59,6 +93,8 @@ public:
   virtual bool broken() const noexcept = 0;
   /// The SQL dialect.
   virtual casecore::dialect dialect() const noexcept = 0;
+  /// The dialect's SQL fragments (a constant of the adapter).
+  virtual const sql_fragments& sql() const noexcept = 0;
   /// After a COMMIT: a position in the server's history at or after that commit (PostgreSQL: the
   /// WAL LSN), or nullopt when the backend has no replicas to compare it with.
   virtual std::optional<std::uint64_t> commit_position() { return std::nullopt; }
