@@ -36,6 +36,7 @@ PACKAGES=(
     libfiu-dev        # injected I/O faults (tests/fiu)
     fiu-utils
     gcovr             # scripts/coverage.sh
+    doxygen           # the API reference (cmake --build build/default --target docs)
 )
 
 die() {

@@ -443,7 +443,7 @@ TEST_CASE("cli: job list, show, retry, cancel and stats") {
   CHECK(has(r.out, "stage run 1\n"));
   CHECK(has(r.out, "ready 1\n"));
   r = cli(s, {"job", "stats", "--json"});
-  CHECK(r.out.starts_with("{\"by_state\":{\"failed\":1,\"queued\":1},\"active_by_stage\":{\"run\":1},\"ready\":1,"));
+  CHECK(r.out.starts_with("{\"by_state\":{\"queued\":1,\"running\":0,\"succeeded\":0,\"failed\":1,\"cancelled\":0},\"active_by_stage\":{\"run\":1},\"ready\":1,"));
   CHECK(r.out.ends_with(",\"stuck\":[]}\n"));
 
   r = cli(s, {"job", "retry", std::to_string(failed_id)});
@@ -500,6 +500,154 @@ TEST_CASE("cli: new commands report bad URLs, unavailable and unmigrated databas
   }
   auto r = cli_process({"--db", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2", "counter", "next", "x"}, s.folder()).wait();
   CHECK(r.code == 3);
+}
+
+TEST_CASE("cli: --version prints the version and exits 0") {
+  scratch_database s;
+  const auto r = cli_process({"--version"}, s.folder()).wait();
+  CHECK(r.code == 0);
+  CHECK(r.out.starts_with("casecore "));
+  const auto v = r.out.substr(9);
+  CHECK(v.size() >= 6);
+  CHECK(std::isdigit(static_cast<unsigned char>(v.at(0))));
+  CHECK(std::count(v.begin(), v.end(), '.') == 2); // MAJOR.MINOR.PATCH from the project's VERSION
+  CHECK(v.back() == '\n');
+  CHECK(r.err.empty());
+}
+
+TEST_CASE("cli: an unknown command is named as such (exit 2), at any level") {
+  scratch_database s;
+  s.open();
+  auto r = cli(s, {"frobnicate"});
+  CHECK(r.code == 2);
+  CHECK(has(r.err, "unknown command 'frobnicate'"));
+  CHECK(has(r.err, "job")); // the commands that exist are listed
+  r = cli(s, {"job", "frob"});
+  CHECK(r.code == 2);
+  CHECK(has(r.err, "unknown command 'frob' for 'casecore job'"));
+  CHECK(has(r.err, "stats"));
+  r = cli_process({"--db", "job", "frobnicate"}, s.folder()).wait(); // "job" is --db's value here
+  CHECK(r.code == 2);
+  CHECK(has(r.err, "unknown command 'frobnicate'"));
+  r = cli(s, {}); // no command at all is not an unknown one
+  CHECK(r.code == 2);
+  CHECK_FALSE(has(r.err, "unknown command"));
+  r = cli(s, {"job", "show", "x"}); // a bad argument of a known command is not an unknown command
+  CHECK(r.code == 2);
+  CHECK_FALSE(has(r.err, "unknown command"));
+}
+
+TEST_CASE("cli: under --json an error is one JSON document on stdout (and a line on stderr)") {
+  scratch_database s;
+  auto r = cli(s, {"--json", "job", "stats"});
+  if (s.kind() == casecore::testing::backend_kind::sqlite) { // no database file yet
+    CHECK(r.code == 4);
+    CHECK(r.out.starts_with("{\"error\":{\"code\":\"not_found\",\"message\":\"no SQLite database at "));
+    CHECK(r.out.ends_with("\",\"exit\":4}}\n"));
+    CHECK(has(r.err, "[not_found]"));
+  }
+  s.open();
+  r = cli(s, {"job", "stats", "--json"}); // not migrated; --json after the command counts too
+  CHECK(r.code == 1);
+  CHECK(r.out.starts_with("{\"error\":{\"code\":\"backend_error\",\"message\":\"the database has no casecore.jobs schema"));
+  CHECK(r.out.ends_with(",\"exit\":1}}\n"));
+  r = cli(s, {"--json", "frobnicate"});
+  CHECK(r.code == 2);
+  CHECK(r.out.starts_with("{\"error\":{\"code\":\"usage\",\"message\":\"unknown command 'frobnicate'"));
+  r = cli(s, {"--json", "outbox", "pending"}); // CLI11's own usage error
+  CHECK(r.code == 2);
+  CHECK(r.out.starts_with("{\"error\":{\"code\":\"usage\",\"message\":\""));
+  CHECK(r.out.ends_with("\"exit\":2}}\n"));
+  CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1); // one line: newlines in the message are escaped
+  r = cli(s, {"outbox", "pending"}); // without --json stdout stays empty
+  CHECK(r.code == 2);
+  CHECK(r.out.empty());
+}
+
+TEST_CASE("cli: job stats --json lists every state, zeros included") {
+  scratch_database s;
+  auto db = migrated(s);
+  auto r = cli(s, {"--json", "job", "stats"});
+  CHECK(r.code == 0);
+  CHECK(has(r.out, "\"by_state\":{\"queued\":0,\"running\":0,\"succeeded\":0,\"failed\":0,\"cancelled\":0}"));
+  jobs::job_spec spec;
+  spec.operation = "op";
+  spec.subject = "s1";
+  jobs::enqueue(db, spec);
+  r = cli(s, {"--json", "job", "stats"});
+  CHECK(has(r.out, "\"by_state\":{\"queued\":1,\"running\":0,\"succeeded\":0,\"failed\":0,\"cancelled\":0}"));
+}
+
+TEST_CASE("cli: metrics --json numbers are exact JSON numbers (no fixed six decimals, no nan)") {
+  scratch_database s;
+  auto db = migrated(s);
+  db.write([](transaction& tx) {
+    for (int i = 0; i < 3; ++i) outbox::publish(tx, "mail", "m");
+  });
+  const auto r = cli(s, {"--json", "metrics"});
+  CHECK(r.code == 0);
+  CHECK(has(r.out, "{\"name\":\"casecore_table_rows\",\"labels\":{\"table\":\"casecore_outbox\"},\"value\":3}"));
+  CHECK_FALSE(has(r.out, ".000000"));
+  CHECK_FALSE(has(r.out, "nan"));
+  CHECK_FALSE(has(r.out, "inf,"));
+}
+
+TEST_CASE("cli: bash completion is generated from the command table") {
+  scratch_database s;
+  const std::string cli_path = CASECORE_CLI_PATH;
+  const auto complete = [&](const std::string& words, int cword) {
+    const auto script = "source <('" + cli_path + "' completion bash) && COMP_WORDS=(" + words + ") && COMP_CWORD=" +
+                        std::to_string(cword) + " && _casecore && echo \"${COMPREPLY[*]}\"";
+    return cli_process("/bin/bash", {"-c", script}, s.folder()).wait();
+  };
+  auto r = complete("casecore jo", 1);
+  CHECK(r.code == 0);
+  CHECK(r.out == "job\n");
+  r = complete("casecore job st", 2);
+  CHECK(r.out == "stats\n");
+  r = complete("casecore --db x.db lease ''", 4);
+  CHECK(has(r.out, "list"));
+  CHECK(has(r.out, "release"));
+  r = complete("casecore lease release n --f", 4);
+  CHECK(r.out == "--force\n");
+  r = complete("casecore --js", 1);
+  CHECK(r.out == "--json\n");
+  r = cli_process({"completion", "zsh"}, s.folder()).wait();
+  CHECK(r.code == 2);
+}
+
+TEST_CASE("cli: the man page names every command") {
+  scratch_database s;
+  const auto r = cli_process({"man"}, s.folder()).wait();
+  CHECK(r.code == 0);
+  CHECK(r.out.starts_with(".\\\" casecore(1)"));
+  CHECK(has(r.out, ".TH CASECORE 1"));
+  for (const char* cmd : {"migrate", "status", "metrics", "outbox pending", "counter next", "counter show", "file register",
+                          "file list", "lease list", "lease release", "job list", "job show", "job retry", "job cancel",
+                          "job stats", "trigger new\\-secret", "completion", "man"})
+    CHECK_MESSAGE(has(r.out, std::string(".B ") + cmd), cmd);
+  CHECK(has(r.out, "\\-\\-force"));
+  CHECK(has(r.out, "CASECORE_DB"));
+}
+
+TEST_CASE("cli: an unknown PostgreSQL database or role is a configuration error, not unavailable") {
+  scratch_database s;
+  if (s.kind() != casecore::testing::backend_kind::postgres) return;
+  if (casecore::testing::behind_test_pooler()) {
+    MESSAGE("skipped: behind the test pooler, PgBouncer answers for the server about unknown databases");
+    return;
+  }
+  const std::string base = std::getenv("CASECORE_TEST_PG_URL");
+  const auto u = parse_url(base);
+  REQUIRE(!u.hosts.empty());
+  const auto host = u.hosts.at(0).host + ":" + u.hosts.at(0).port;
+  const auto user = u.user.empty() ? std::string("postgres") : u.user;
+  auto r = cli_process({"--db", "postgresql://" + user + "@" + host + "/casecore_no_such_database", "status"}, s.folder()).wait();
+  CHECK(r.code == 2);
+  CHECK(has(r.err, "[configuration]"));
+  r = cli_process({"--json", "--db", "postgresql://casecore_no_such_role@" + host + "/" + u.dbname, "status"}, s.folder()).wait();
+  CHECK(r.code == 2);
+  CHECK(has(r.out, "{\"error\":{\"code\":\"configuration\""));
 }
 
 #endif

@@ -36,6 +36,18 @@
 //   });
 #pragma once
 
+/// @file
+/// Named, scoped counters (guarantee and failure modes: the comment above).
+/// <!-- snippet: body(casecore::database& db, std::int64_t id) -->
+/// @code
+/// db.write([&](casecore::transaction& tx) {
+///   // ... insert the work order first (the slow part) ...
+///   const auto n = casecore::counter::next(tx, "work_order", "2025");   // allocate LAST
+///   tx.exec("UPDATE work_orders SET number = $1 WHERE id = $2",
+///           casecore::counter::format_number("WO-{scope}-{n:06}", "2025", n), id);
+/// });
+/// @endcode
+
 #include <casecore/database.hpp>
 
 #include <cstdint>

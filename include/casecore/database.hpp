@@ -12,6 +12,23 @@
 // The unit of work is the one place that counts commits, retries and conflicts (tx_stats()).
 #pragma once
 
+/// @file
+/// A database handle and the unit of work (guarantee and failure modes: the comment above).
+/// <!-- snippet: body() -->
+/// @code
+/// auto db = casecore::open("sqlite:app.db");      // or postgresql://user@host:5432/app
+/// casecore::migrate(db);
+/// const auto total = db.write([](casecore::transaction& tx) {   // retried on busy / 40001 / 40P01
+///   tx.exec("INSERT INTO casecore_counters(name, scope, value) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING",
+///           "demo", "");
+///   tx.after_commit([] { /* notify others: runs only after COMMIT succeeded */ });
+///   return tx.query_one<std::int64_t>("SELECT count(*) FROM casecore_counters");
+/// });
+/// const auto seen = db.read([](casecore::transaction& tx) {      // read-only transaction
+///   return tx.query_one<std::int64_t>("SELECT count(*) FROM casecore_counters");
+/// });
+/// @endcode
+
 #include <casecore/detail/function_ref.hpp>
 #include <casecore/pool.hpp>
 #include <casecore/retry.hpp>

@@ -53,6 +53,7 @@ bool is_retryable(errc code) noexcept;
 /// Root of every exception casecore throws.
 class error : public std::runtime_error {
 public:
+  /// An error of cause `code` with a human-readable `message`.
   error(errc code, std::string message);
   /// The precise cause.
   errc code() const noexcept { return code_; }
@@ -68,30 +69,35 @@ private:
 /// Caller input was rejected before anything was written.
 class invalid_argument : public error {
 public:
+  /// An invalid_argument error with `message`.
   explicit invalid_argument(std::string message) : error(errc::invalid_argument, std::move(message)) {}
 };
 
 /// A database URL could not be parsed or names an unknown scheme.
 class bad_url : public error {
 public:
+  /// A bad_url error with `message`.
   explicit bad_url(std::string message) : error(errc::bad_url, std::move(message)) {}
 };
 
 /// The addressed row or object does not exist.
 class not_found : public error {
 public:
+  /// A not_found error with `message`.
   explicit not_found(std::string message) : error(errc::not_found, std::move(message)) {}
 };
 
 /// A unique key is already taken.
 class already_exists : public error {
 public:
+  /// An already_exists error with `message`.
   explicit already_exists(std::string message) : error(errc::already_exists, std::move(message)) {}
 };
 
 /// Optimistic concurrency failure; carries who changed the row last and when.
 class version_conflict : public error {
 public:
+  /// A conflict: the caller held `expected`, the row is at `current`, written by `updated_by` at `updated_at_us`.
   version_conflict(std::string message, std::int64_t expected, std::int64_t current,
                    std::string updated_by, std::int64_t updated_at_us);
   /// The version the caller held.
@@ -113,24 +119,28 @@ private:
 /// A state machine refused a transition (illegal edge, or the state changed meanwhile).
 class invalid_transition : public error {
 public:
+  /// An invalid_transition error with `message`.
   explicit invalid_transition(std::string message) : error(errc::invalid_transition, std::move(message)) {}
 };
 
 /// A fencing token is stale or a lease is no longer held.
 class lease_lost : public error {
 public:
+  /// A lease_lost error with `message`.
   explicit lease_lost(std::string message) : error(errc::lease_lost, std::move(message)) {}
 };
 
 /// The database cannot be opened or reached.
 class backend_unavailable : public error {
 public:
+  /// A backend_unavailable error with `message`.
   explicit backend_unavailable(std::string message) : error(errc::backend_unavailable, std::move(message)) {}
 };
 
 /// COMMIT was sent but its result is unknown. Never retried automatically.
 class outcome_unknown : public error {
 public:
+  /// An outcome_unknown error with `message`.
   explicit outcome_unknown(std::string message) : error(errc::outcome_unknown, std::move(message)) {}
 };
 

@@ -37,6 +37,18 @@
 //   that does not match; read() verifies what it returns; verify_blobs() audits the whole store.
 #pragma once
 
+/// @file
+/// Idempotent file registration (guarantee and failure modes: the comment above).
+/// <!-- snippet: body(casecore::database& db) -->
+/// @code
+/// auto blobs = casecore::make_local_blob_store("/srv/app/blobs");
+/// casecore::file_registry files(db, *blobs);
+/// auto r = files.register_path("case-42", "/uploads/abc", "Report (final).pdf", "alice");
+/// if (r.status == casecore::registration_status::duplicate) {
+///   // r.id, r.registered_by, r.registered_at: the first registration of this content and name
+/// }
+/// @endcode
+
 #include <casecore/database.hpp>
 #include <casecore/ports/blob_store.hpp>
 

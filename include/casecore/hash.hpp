@@ -22,7 +22,9 @@ class sha256 {
 public:
   sha256();
   ~sha256();
+  /// Takes over the running digest of another hasher.
   sha256(sha256&&) noexcept;
+  /// Takes over the running digest of another hasher.
   sha256& operator=(sha256&&) noexcept;
   sha256(const sha256&) = delete;
   sha256& operator=(const sha256&) = delete;

@@ -63,6 +63,22 @@
 //   }
 #pragma once
 
+/// @file
+/// The job queue: producer and worker protocol (guarantee and failure modes: the comment above).
+/// <!-- snippet: body(casecore::database& db) -->
+/// @code
+/// const casecore::jobs::pipeline pipeline{{{"full", {"count", "index"}}}};
+/// db.write([&](casecore::transaction& tx) {                // in the business transaction
+///   casecore::jobs::enqueue(tx, pipeline.make("full", "file:17"));
+/// });
+/// for (auto& j : casecore::jobs::claim(db, {.owner = "w1", .batch = 10})) {
+///   db.write([&](casecore::transaction& tx) {              // fenced by the claim's token
+///     casecore::jobs::complete_stage(tx, {j.id, j.lease_epoch}, j.current_stage, 0);
+///   });
+/// }
+/// @endcode
+/// Most hosts run a casecore::jobs::worker (worker.hpp) instead of calling claim() themselves.
+
 #include <casecore/database.hpp>
 #include <casecore/ports/fence.hpp>
 

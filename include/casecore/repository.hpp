@@ -21,6 +21,23 @@
 // A transaction is used by one thread.
 #pragma once
 
+/// @file
+/// Versioned repositories (guarantee and failure modes: the comment above).
+/// <!-- snippet: body(casecore::database& db)
+/// struct work_order { std::string title; std::string status; std::int64_t qty = 0; };
+/// -->
+/// @code
+/// static const casecore::repository<work_order> orders({"work_orders", "id", {
+///     casecore::column("title", &work_order::title), casecore::column("status", &work_order::status),
+///     casecore::column("qty", &work_order::qty)}});
+/// const auto table = orders.create_table_migration("myapp", 1);
+/// casecore::migrate(db, std::span(&table, 1));
+/// auto r = db.write([&](casecore::transaction& tx) { return orders.insert(tx, {"pump", "open", 2}); });
+/// r.data.qty = 3;
+/// db.write([&](casecore::transaction& tx) { orders.update(tx, r); });  // version_conflict if stale
+/// orders.modify(db, r.id, [](work_order& o) { o.status = "done"; });   // re-read and re-apply on conflict
+/// @endcode
+
 #include <casecore/database.hpp>
 #include <casecore/detail/repository_core.hpp>
 #include <casecore/migration.hpp>

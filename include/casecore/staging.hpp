@@ -38,6 +38,7 @@ public:
   /// Create a new unique folder for `import_id` (1..64 of [A-Za-z0-9_-]) under `root`.
   static staging_area create(const std::filesystem::path& root, std::string_view import_id);
   ~staging_area();
+  /// Takes over the folder (and its removal) from `o`.
   staging_area(staging_area&& o) noexcept;
   staging_area& operator=(staging_area&&) = delete;
   staging_area(const staging_area&) = delete;

@@ -109,6 +109,7 @@ public:
   bool poisoned() const noexcept { return poisoned_; }
   /// Hooks registered so far (moved out by the run loop).
   std::vector<std::function<void()>>& commit_hooks() noexcept { return commit_hooks_; }
+  /// Rollback hooks registered so far (moved out by the run loop).
   std::vector<std::function<void()>>& rollback_hooks() noexcept { return rollback_hooks_; }
 
 private:

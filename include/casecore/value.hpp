@@ -27,11 +27,13 @@ namespace casecore {
 /// Binary payload (BLOB on SQLite, BYTEA on PostgreSQL).
 struct blob {
   std::vector<std::byte> bytes; ///< the payload
+  /// Byte-wise equality.
   friend bool operator==(const blob&, const blob&) = default;
 };
 
 /// Explicit SQL NULL for parameters.
 struct null_t {
+  /// Every NULL equals every other (for tests and containers, not SQL semantics).
   friend bool operator==(null_t, null_t) = default;
 };
 inline constexpr null_t null{};
@@ -117,6 +119,7 @@ class result;
 /// A view of one row of a result.
 class row_ref {
 public:
+  /// Row `index` of `r` (which must outlive the view).
   row_ref(const result& r, std::size_t index) : result_(&r), index_(index) {}
   /// The raw value of column `col`.
   const value& operator[](std::size_t col) const;
@@ -136,6 +139,7 @@ private:
 class result {
 public:
   result() = default;
+  /// A result of `columns` columns, `cells` row-major, and `affected` changed rows (adapters build it).
   result(std::size_t columns, std::vector<value> cells, std::int64_t affected)
       : columns_(columns), cells_(std::move(cells)), affected_(affected) {}
   /// Number of rows returned.
@@ -154,15 +158,21 @@ public:
   /// Iteration over rows.
   class iterator {
   public:
+    /// Row `i` of `r`.
     iterator(const result* r, std::size_t i) : r_(r), i_(i) {}
+    /// The current row.
     row_ref operator*() const { return row_ref(*r_, i_); }
+    /// The next row.
     iterator& operator++() { ++i_; return *this; }
+    /// Same position (of the same result).
     bool operator==(const iterator& o) const { return i_ == o.i_; }
   private:
     const result* r_;
     std::size_t i_;
   };
+  /// The first row.
   iterator begin() const { return {this, 0}; }
+  /// Past the last row.
   iterator end() const { return {this, size()}; }
 
 private:

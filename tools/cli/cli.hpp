@@ -1,7 +1,8 @@
 // tools/cli/cli.hpp — what the `casecore` commands share: options, exit codes, safe output.
 //
 // Every command takes --db URL (default sqlite:casecore.db, or $CASECORE_DB) and --json. Output goes
-// to stdout, errors to stderr with a typed exit code (exit_code()). Each command group lives in its
+// to stdout, errors to stderr with a typed exit code (exit_code()); under --json an error is ALSO one
+// JSON document on stdout ({"error":{"code","message","exit"}}), so a script reads one stream. Each command group lives in its
 // own file (tools/cli/<group>.cpp) as one add_<group>() that registers a CLI11 subcommand and the
 // action it runs.
 //
@@ -18,12 +19,15 @@
 #include <CLI/CLI.hpp>
 
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <limits>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -71,8 +75,19 @@ std::string quote(std::string_view s);
 std::string object(const std::vector<std::pair<std::string, std::string>>& fields);
 /// A JSON array of already-encoded values.
 std::string array(const std::vector<std::string>& items);
-/// A JSON number.
-template <class N> std::string num(N n) { return std::to_string(n); }
+/// A JSON number, exact: integers in full; a double as the shortest text that reads back to the same
+/// value (std::to_chars), never to_string's fixed six decimals; NaN and infinities (no JSON number)
+/// as null.
+template <class N> std::string num(N n) {
+  if constexpr (std::is_floating_point_v<N>) {
+    if (!std::isfinite(n)) return "null";
+    char buf[64];
+    const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, n);
+    return ec == std::errc{} ? std::string(buf, end) : "null";
+  } else {
+    return std::to_string(n);
+  }
+}
 /// A JSON boolean.
 std::string boolean(bool b);
 
@@ -115,5 +130,16 @@ void add_file(CLI::App& app, const context& ctx, action& run);
 void add_lease(CLI::App& app, const context& ctx, action& run);
 void add_job(CLI::App& app, const context& ctx, action& run);
 void add_trigger(CLI::App& app, const context& ctx, action& run);
+/// `completion bash` and `man`, generated from the whole command table (tools/cli/help.cpp).
+void add_help_commands(CLI::App& app, action& run);
+
+/// "unknown command 'x' ..." when argv names a command `app` does not have (nullopt otherwise).
+std::optional<std::string> unknown_command(const CLI::App& app, int argc, const char* const* argv);
+/// A bash completion script for every command and option of `app`.
+std::string bash_completion(const CLI::App& app);
+/// The manual page casecore(1) in troff, from `app`'s commands and options.
+std::string man_page(const CLI::App& app);
+/// The JSON error document of --json: {"error":{"code":...,"message":...,"exit":...}}.
+std::string json_error(std::string_view code, std::string_view message, int exit_status);
 
 } // namespace casecore::cli

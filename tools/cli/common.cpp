@@ -82,6 +82,10 @@ std::string array(const std::vector<std::string>& items) {
 
 std::string boolean(bool b) { return b ? "true" : "false"; }
 
+std::string json_error(std::string_view code, std::string_view message, int exit_status) {
+  return object({{"error", object({{"code", quote(code)}, {"message", quote(message)}, {"exit", num(exit_status)}})}});
+}
+
 /// "2025-03-01T12:00:00.123456Z" for a database-clock time; "-" for 0 (never).
 std::string iso_time(micros t) {
   if (t <= 0) return "-";

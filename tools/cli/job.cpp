@@ -12,6 +12,12 @@
 
 namespace casecore::cli {
 
+namespace {
+/// Every job state, in lifecycle order (job stats lists each, zeros included).
+constexpr jobs::job_state every_state[] = {jobs::job_state::queued, jobs::job_state::running, jobs::job_state::succeeded,
+                                           jobs::job_state::failed, jobs::job_state::cancelled};
+} // namespace
+
 // --- jobs ----------------------------------------------------------------------------------------
 
 std::string stage_of(const jobs::job& j) {
@@ -160,8 +166,12 @@ void add_job(CLI::App& app, const context& ctx, action& run) {
       auto db = open_migrated(ctx, "casecore.jobs", access::read);
       const auto q = jobs::inspect(db);
       if (ctx.json) {
+        // Every state, zeros included: a dashboard reads by_state.failed without checking it exists.
         std::vector<std::pair<std::string, std::string>> by_state, by_stage;
-        for (const auto& [k, n] : q.by_state) by_state.emplace_back(k, num(n));
+        for (auto st : every_state) {
+          const auto it = q.by_state.find(std::string(jobs::to_string(st)));
+          by_state.emplace_back(jobs::to_string(st), num(it == q.by_state.end() ? std::int64_t{0} : it->second));
+        }
         for (const auto& [k, n] : q.active_by_stage) by_stage.emplace_back(k, num(n));
         std::vector<std::string> stuck;
         for (auto id : q.stuck) stuck.push_back(num(id));
@@ -170,8 +180,7 @@ void add_job(CLI::App& app, const context& ctx, action& run) {
                   << "\n";
         return;
       }
-      for (auto st : {jobs::job_state::queued, jobs::job_state::running, jobs::job_state::succeeded, jobs::job_state::failed,
-                      jobs::job_state::cancelled}) {
+      for (auto st : every_state) {
         const auto it = q.by_state.find(std::string(jobs::to_string(st)));
         std::cout << "state " << jobs::to_string(st) << " " << (it == q.by_state.end() ? 0 : it->second) << "\n";
       }

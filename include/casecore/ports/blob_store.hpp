@@ -144,9 +144,13 @@ public:
 protected:
   /// Hooks implementers override; keys are already validated.
   virtual std::unique_ptr<blob_writer> do_open_writer() = 0;
+  /// The whole object stored under `key` (not_found when absent).
   virtual std::string do_get(const std::string& key) = 0;
+  /// True when `key` is stored.
   virtual bool do_exists(const std::string& key) = 0;
+  /// Remove `key`; false when it was not there.
   virtual bool do_remove(const std::string& key) = 0;
+  /// Every stored object.
   virtual std::vector<blob_info> do_list() = 0;
   /// do_remove guarded by `guard` (token > 0), atomically with the scope's mark. Default: unsupported.
   virtual bool do_remove_fenced(const std::string& key, const fence& guard);

@@ -70,8 +70,11 @@ public:
 protected:
   /// Hooks implementers override; input is already validated and `words` is non-empty.
   virtual void do_index(std::span<const search_document> docs) = 0;
+  /// Remove every document of `file_id`; how many were removed.
   virtual std::size_t do_remove_file(std::int64_t file_id) = 0;
+  /// Documents of `file_id`, or of every file when nullopt.
   virtual std::size_t do_count(std::optional<std::int64_t> file_id) = 0;
+  /// Up to `limit` document keys that contain every word of `words`.
   virtual std::vector<std::string> do_query(const std::vector<std::string>& words, std::size_t limit) = 0;
   /// do_index guarded by `guard` (token > 0), atomically with the scope's mark. Default: unsupported.
   virtual void do_index_fenced(std::span<const search_document> docs, const fence& guard);

@@ -64,6 +64,7 @@ public:
 protected:
   /// Hooks implementers override; topics are already validated.
   virtual void do_notify(const std::string& topic) = 0;
+  /// A subscription that wakes on notifications of `topic`.
   virtual std::unique_ptr<task_subscription> do_subscribe(const std::string& topic) = 0;
   /// Send a wake-up that takes effect when `tx` commits. Default: do_notify in an after-commit hook.
   virtual void do_notify_in(transaction& tx, const std::string& topic);

@@ -99,6 +99,7 @@ public:
 
 protected:
   void do_notify(const std::string& topic) override;
+  /// A subscription fed by this process's one LISTEN connection.
   std::unique_ptr<task_subscription> do_subscribe(const std::string& topic) override;
   void do_notify_in(transaction& tx, const std::string& topic) override;
 

@@ -29,6 +29,7 @@ namespace casecore::testing {
 /// An implementation broke the port's contract; what() says which expectation failed.
 class conformance_failure : public std::runtime_error {
 public:
+  /// A failed contract check described by `what`.
   explicit conformance_failure(const std::string& what) : std::runtime_error(what) {}
 };
 

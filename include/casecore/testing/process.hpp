@@ -43,6 +43,7 @@ public:
   /// Start /proc/self/exe as child `name` with `args`.
   child_process(const std::string& name, const std::vector<std::string>& args, const child_options& options = {});
   ~child_process();
+  /// Takes over the child (and the duty to reap it) from `o`.
   child_process(child_process&& o) noexcept;
   child_process(const child_process&) = delete;
   child_process& operator=(const child_process&) = delete;

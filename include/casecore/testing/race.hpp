@@ -52,6 +52,7 @@ template <class F, class Check> void race_check(std::size_t n, F&& f, Check&& ch
 /// An invariant of a race did not hold; what() names it and the first offending value.
 class invariant_failure : public std::runtime_error {
 public:
+  /// A violated invariant described by `what`.
   explicit invariant_failure(const std::string& what) : std::runtime_error(what) {}
 };
 
