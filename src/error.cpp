@@ -1,5 +1,7 @@
 #include <casecore/error.hpp>
 
+#include <cstdlib>
+
 namespace casecore {
 
 std::string_view to_string(errc code) noexcept {
@@ -54,19 +56,26 @@ version_conflict::version_conflict(std::string message, std::int64_t expected, s
     : error(errc::version_conflict, std::move(message)), expected_(expected), current_(current),
       updated_by_(std::move(updated_by)), updated_at_us_(updated_at_us) {}
 
-void raise(errc code, std::string message) {
+void raise(errc code, std::string message) { raise(code, std::move(message), std::string()); }
+
+void raise(errc code, std::string message, std::string native_code) {
+  const auto with_native = [&native_code](auto e) { // throws e with the native code set
+    static_cast<error&>(e).native_ = std::move(native_code);
+    throw e;
+  };
   switch (code) {
-    case errc::invalid_argument: throw invalid_argument(std::move(message));
-    case errc::bad_url: throw bad_url(std::move(message));
-    case errc::not_found: throw not_found(std::move(message));
-    case errc::already_exists: throw already_exists(std::move(message));
-    case errc::version_conflict: throw version_conflict(std::move(message), 0, 0, "", 0);
-    case errc::invalid_transition: throw invalid_transition(std::move(message));
-    case errc::lease_lost: throw lease_lost(std::move(message));
-    case errc::backend_unavailable: throw backend_unavailable(std::move(message));
-    case errc::outcome_unknown: throw outcome_unknown(std::move(message));
-    default: throw error(code, std::move(message));
+    case errc::invalid_argument: with_native(invalid_argument(std::move(message))); break;
+    case errc::bad_url: with_native(bad_url(std::move(message))); break;
+    case errc::not_found: with_native(not_found(std::move(message))); break;
+    case errc::already_exists: with_native(already_exists(std::move(message))); break;
+    case errc::version_conflict: with_native(version_conflict(std::move(message), 0, 0, "", 0)); break;
+    case errc::invalid_transition: with_native(invalid_transition(std::move(message))); break;
+    case errc::lease_lost: with_native(lease_lost(std::move(message))); break;
+    case errc::backend_unavailable: with_native(backend_unavailable(std::move(message))); break;
+    case errc::outcome_unknown: with_native(outcome_unknown(std::move(message))); break;
+    default: with_native(error(code, std::move(message))); break;
   }
+  std::abort(); // every case throws
 }
 
 } // namespace casecore

@@ -1,3 +1,4 @@
+#include <casecore/detail/narrow.hpp>
 #include <casecore/file_registry.hpp>
 #include <casecore/hash.hpp>
 #include <casecore/migration.hpp>
@@ -225,7 +226,7 @@ registration file_registry::register_staged(transaction& tx, std::string_view ca
     raise(errc::invalid_argument, "staged blob was not staged by this file_registry: stage the content with the registry that registers it");
   if (!tx.writable()) raise(errc::invalid_argument, "register_staged needs a write transaction");
   const auto& sha = blob.sha256_;
-  const auto size = static_cast<std::int64_t>(blob.size_);
+  const auto size = detail::narrow<std::int64_t>(blob.size_, "file size");
   const bool pg = tx.dialect() == dialect::postgresql;
   for (int round = 0; round < max_insert_select_rounds; ++round) {
     // On PostgreSQL the content lock is taken by the RETURNING clause, which runs only for an

@@ -1,3 +1,4 @@
+#include <casecore/detail/narrow.hpp>
 #include <casecore/detail/job_sql.hpp>
 #include <casecore/detail/step.hpp>
 #include <casecore/detail/text.hpp>
@@ -380,7 +381,7 @@ prepared_spec validate(const job_spec& s) {
   if (s.max_attempts < 1 || s.max_attempts > 1000) raise(errc::invalid_argument, "job max_attempts must be 1..1000");
   checked_us(s.delay, "job delay");
   detail::check_printable(s.concurrency_key, "job concurrency_key", 200, true);
-  return {&s, join_stages(s.stages), s.stages.empty() ? 1 : static_cast<std::int64_t>(s.stages.size())};
+  return {&s, join_stages(s.stages), s.stages.empty() ? 1 : detail::narrow<std::int64_t>(s.stages.size(), "stage count")};
 }
 
 constexpr std::string_view insert_head =
@@ -578,7 +579,7 @@ const std::string& claim_one_pg() {
 std::vector<job> claim_limited(transaction& tx, const claim_options& o) {
   const bool pg = tx.dialect() == dialect::postgresql;
   if (const auto lock = tx.sql().transaction_lock; !lock.empty()) tx.exec(lock, advisory_limit_key);
-  std::int64_t room = static_cast<std::int64_t>(o.batch);
+  std::int64_t room = detail::narrow<std::int64_t>(o.batch, "claim batch");
   if (o.max_running > 0) {
     const auto running = tx.query_one<std::int64_t>("SELECT count(*) FROM casecore_jobs WHERE state = 'running'");
     room = std::min<std::int64_t>(room, o.max_running - running);
@@ -718,7 +719,7 @@ std::vector<job> claim(database& db, const claim_options& o) {
   const auto us = lease_us(o.lease);
   if (o.batch == 0 || o.batch > 1000) raise(errc::invalid_argument, "claim batch must be 1..1000");
   if (o.max_running < 0 || o.max_per_key < 0) raise(errc::invalid_argument, "claim limits must not be negative");
-  const auto batch = static_cast<std::int64_t>(o.batch);
+  const auto batch = detail::narrow<std::int64_t>(o.batch, "claim batch");
   auto jobs = db.write([&](transaction& tx) {
     const auto d = tx.dialect();
     // Jobs that became due since the last claim join the ready set first (an index range read).

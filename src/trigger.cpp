@@ -1,3 +1,4 @@
+#include <casecore/detail/narrow.hpp>
 #include <casecore/detail/token.hpp>
 #include <casecore/trigger.hpp>
 
@@ -230,7 +231,7 @@ std::string mac(const std::string& secret, std::string_view method, std::string_
   text += sha256_hex(body);
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  if (!HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()), reinterpret_cast<const unsigned char*>(text.data()),
+  if (!HMAC(EVP_sha256(), secret.data(), detail::narrow<int>(secret.size(), "trigger secret size"), reinterpret_cast<const unsigned char*>(text.data()),
             text.size(), md, &len))
     raise(errc::internal, "HMAC-SHA256 failed");
   return hex(md, len);

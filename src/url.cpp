@@ -1,3 +1,4 @@
+#include <casecore/detail/narrow.hpp>
 #include <casecore/error.hpp>
 #include <casecore/pool.hpp>
 #include <casecore/url.hpp>
@@ -325,8 +326,9 @@ std::int64_t url_param(const database_url& url, const std::string& key, std::int
 }
 
 void apply_pool_params(const database_url& url, pool_options& pool) {
-  pool.size = static_cast<std::size_t>(url_param(url, "pool_size", static_cast<std::int64_t>(pool.size)));
-  pool.overflow = static_cast<std::size_t>(url_param(url, "pool_overflow", static_cast<std::int64_t>(pool.overflow)));
+  pool.size = detail::narrow<std::size_t>(url_param(url, "pool_size", detail::narrow<std::int64_t>(pool.size, "pool size")), "pool_size");
+  pool.overflow = detail::narrow<std::size_t>(
+      url_param(url, "pool_overflow", detail::narrow<std::int64_t>(pool.overflow, "pool overflow")), "pool_overflow");
   pool.acquire_timeout = std::chrono::milliseconds(url_param(url, "acquire_timeout_ms", pool.acquire_timeout.count()));
   if (pool.size == 0) raise(errc::bad_url, "pool_size must be at least 1");
   if (pool.size > 10000 || pool.overflow > 10000) raise(errc::bad_url, "pool_size and pool_overflow must be at most 10000");

@@ -1,4 +1,5 @@
 // The adapters' mapping tables, entry by entry.
+#include <casecore/detail/narrow.hpp>
 #include <casecore/postgres/postgres.hpp>
 #include <casecore/sqlite/sqlite.hpp>
 #include <doctest/doctest.h>
@@ -56,4 +57,28 @@ TEST_CASE("error classification: retryable and conflict") {
 
 TEST_CASE("placeholders are translated outside quotes only") {
   CHECK(sqlite::translate_placeholders("SELECT $1, '$2', \"$3\", $10 -- $4\n") == "SELECT ?1, '$2', \"$3\", ?10 -- $4\n");
+}
+
+TEST_CASE("checked narrowing at API edges: a value that does not fit is an invalid_argument naming it") {
+  CHECK(casecore::detail::narrow<int>(std::int64_t{42}, "n") == 42);
+  CHECK(casecore::detail::narrow<std::size_t>(std::int64_t{7}, "n") == 7u);
+  CHECK_THROWS_WITH_AS(casecore::detail::narrow<int>(std::int64_t{1} << 40, "trigger secret size"),
+                       doctest::Contains("trigger secret size is out of range"), casecore::invalid_argument);
+  CHECK_THROWS_AS(casecore::detail::narrow<std::size_t>(std::int64_t{-1}, "pool size"), casecore::invalid_argument);
+  CHECK_THROWS_AS(casecore::detail::narrow<std::int64_t>(std::uint64_t{1} << 63, "file size"), casecore::invalid_argument);
+}
+
+TEST_CASE("raise with a native code keeps the typed subclass and the code") {
+  try {
+    casecore::raise(casecore::errc::already_exists, "dup", "23505");
+  } catch (const casecore::already_exists& e) {
+    CHECK(e.native_code() == "23505");
+    CHECK(std::string(e.what()).ends_with("dup"));
+  }
+  try {
+    casecore::raise(casecore::errc::busy, "locked");
+  } catch (const casecore::error& e) {
+    CHECK(e.code() == casecore::errc::busy);
+    CHECK(e.native_code().empty());
+  }
 }

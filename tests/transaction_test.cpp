@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -191,6 +192,48 @@ TEST_CASE("constraint errors are typed") {
     FAIL("accepted bad SQL");
   } catch (const error& e) {
     CHECK(e.code() == errc::backend_error);
+  }
+}
+
+TEST_CASE("errors from the database carry its native code; casecore's own carry none") {
+  scratch_database s;
+  auto db = s.open();
+  make_tally(db);
+  const bool pg = db.dialect() == dialect::postgresql;
+  const auto native_of = [&](const std::function<void(transaction&)>& body) {
+    try {
+      db.write(body);
+    } catch (const error& e) {
+      return e.native_code();
+    }
+    FAIL("no error");
+    return std::string();
+  };
+  // unique violation: SQLSTATE 23505 / SQLITE_CONSTRAINT_PRIMARYKEY (1555)
+  db.write([](transaction& tx) { tx.exec("INSERT INTO tally(id, n) VALUES(7, 1)"); });
+  CHECK(native_of([](transaction& tx) { tx.exec("INSERT INTO tally(id, n) VALUES(7, 1)"); }) == (pg ? "23505" : "1555"));
+  // not null: 23502 / SQLITE_CONSTRAINT_NOTNULL (1299)
+  CHECK(native_of([](transaction& tx) { tx.exec("INSERT INTO tally(id, n) VALUES(8, NULL)"); }) == (pg ? "23502" : "1299"));
+  // syntax error: 42601 / SQLITE_ERROR (1)
+  CHECK(native_of([](transaction& tx) { tx.exec("SELEKT 1"); }) == (pg ? "42601" : "1"));
+  // raised by casecore itself: no native code
+  CHECK(native_of([](transaction&) { raise(errc::invalid_argument, "mine"); }).empty());
+  if (pg) {
+    // libpqxx throws a serialization failure as its own type without a code: the adapter restores it.
+    std::atomic<int> attempts{0};
+    write_options o;
+    o.retry = retry_policy::none();
+    try {
+      db.write([&](transaction& tx) {
+        ++attempts;
+        tx.exec("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '40001', MESSAGE = 'forced'; END $$");
+      }, o);
+      FAIL("no error");
+    } catch (const error& e) {
+      CHECK(e.code() == errc::serialization_failure);
+      CHECK(e.native_code() == "40001");
+    }
+    CHECK(attempts == 1);
   }
 }
 

@@ -50,6 +50,10 @@ std::string_view to_string(errc code) noexcept;
 /// True for causes where re-running the whole unit of work may succeed.
 bool is_retryable(errc code) noexcept;
 
+/// Throw the subclass that matches `code`, carrying the database's native code
+/// (error::native_code()); adapters use it, casecore's own checks use raise(code, message) below.
+[[noreturn]] void raise(errc code, std::string message, std::string native_code);
+
 /// Root of every exception casecore throws.
 class error : public std::runtime_error {
 public:
@@ -61,9 +65,16 @@ public:
   bool retryable() const noexcept { return is_retryable(code_); }
   /// The caller's view is stale: re-read and re-apply before retrying.
   bool conflict() const noexcept;
+  /// The database's own code when the error came from the database: PostgreSQL's SQLSTATE
+  /// ("40001"), or SQLite's extended result code in decimal ("517" is SQLITE_BUSY_SNAPSHOT); empty
+  /// for errors casecore raised itself. For logs and for the rare caller that must tell two causes
+  /// of one errc apart; branch on code() first.
+  const std::string& native_code() const noexcept { return native_; }
 
 private:
+  friend void raise(errc code, std::string message, std::string native_code);
   errc code_;
+  std::string native_;
 };
 
 /// Caller input was rejected before anything was written.
@@ -144,7 +155,7 @@ public:
   explicit outcome_unknown(std::string message) : error(errc::outcome_unknown, std::move(message)) {}
 };
 
-/// Throw the subclass that matches `code` (the single throw point adapters use).
+/// Throw the subclass that matches `code` (the single throw point of casecore's errors).
 [[noreturn]] void raise(errc code, std::string message);
 
 } // namespace casecore

@@ -207,10 +207,12 @@ private:
     }
   }
 
-  // The one place pqxx exceptions become casecore errors. During COMMIT a lost connection means the
-  // outcome is unknown; before it, the transaction certainly did not commit.
+  // The one place pqxx exceptions become casecore errors. Every exception is first reduced to its
+  // SQLSTATE, then mapped through the adapter's one table (map_sqlstate). libpqxx 6 throws a few
+  // SQLSTATE classes as their own types without the code (transaction_rollback and its children are
+  // not sql_errors): those get their standard SQLSTATE back here. During COMMIT a lost connection
+  // means the outcome is unknown; before it, the transaction certainly did not commit.
   [[noreturn]] void rethrow_translated(bool at_commit) {
-    errc code = errc::backend_error;
     std::string what;
     std::string state;
     try {
@@ -218,31 +220,32 @@ private:
     } catch (const casecore::error&) {
       throw;
     } catch (const pqxx::broken_connection& e) {
-      code = errc::connection_lost;
+      state = "08006"; // connection_failure
       what = e.what();
     } catch (const pqxx::in_doubt_error& e) {
-      code = errc::outcome_unknown;
+      state = "40003"; // statement_completion_unknown: libpqxx lost the COMMIT's answer
       what = e.what();
-    } catch (const pqxx::serialization_failure& e) { // libpqxx 6: transaction_rollback is not an sql_error
-      code = errc::serialization_failure;
+    } catch (const pqxx::serialization_failure& e) {
+      state = "40001";
       what = e.what();
     } catch (const pqxx::deadlock_detected& e) {
-      code = errc::deadlock;
+      state = "40P01";
       what = e.what();
     } catch (const pqxx::statement_completion_unknown& e) {
-      code = errc::outcome_unknown;
+      state = "40003";
       what = e.what();
     } catch (const pqxx::transaction_rollback& e) {
-      code = errc::serialization_failure;
+      state = "40000"; // transaction_rollback
       what = e.what();
     } catch (const pqxx::sql_error& e) {
       state = e.sqlstate();
-      code = map_sqlstate(state);
       what = e.what();
     } catch (const std::exception& e) {
-      code = conn_.is_open() ? errc::backend_error : errc::connection_lost;
+      // Not a server error: a libpqxx usage or conversion error, or a dead socket found by libpq.
+      if (!conn_.is_open()) state = "08006";
       what = e.what();
     }
+    errc code = state.empty() ? errc::backend_error : map_sqlstate(state);
     if (state == "26000" || state == "42P05") {
       // A prepared statement this connection made is missing, or one it never made exists: another
       // client shares the server connection (a transaction pooler). Names are content hashes, so no
@@ -263,7 +266,7 @@ private:
       code = errc::outcome_unknown;
       what = "connection lost during COMMIT: " + what;
     }
-    raise(code, "postgresql: " + shared_->scrub(what));
+    raise(code, "postgresql: " + shared_->scrub(what), state);
   }
 
 public:
@@ -428,7 +431,7 @@ public:
     } catch (const pqxx::sql_error& e) {
       const errc code = map_sqlstate(e.sqlstate());
       raise(code == errc::busy ? errc::busy : code == errc::configuration ? errc::configuration : errc::backend_unavailable,
-            "cannot connect to " + shared_->masked + ": " + shared_->scrub(e.what()));
+            "cannot connect to " + shared_->masked + ": " + shared_->scrub(e.what()), e.sqlstate());
     } catch (const std::exception& e) {
       const std::string msg = shared_->scrub(e.what());
       raise(classify_connect_failure(msg), "cannot connect to " + shared_->masked + ": " + msg);

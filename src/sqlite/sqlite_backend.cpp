@@ -28,7 +28,7 @@ struct string_hash {
 [[noreturn]] void translate(const std::exception& e) {
   if (auto* se = dynamic_cast<const SQLite::Exception*>(&e)) {
     const int code = se->getExtendedErrorCode() >= 0 ? se->getExtendedErrorCode() : SQLITE_ERROR;
-    raise(map_error(code), std::string("sqlite: ") + se->what());
+    raise(map_error(code), std::string("sqlite: ") + se->what(), std::to_string(code));
   }
   raise(errc::backend_error, std::string("sqlite: ") + e.what());
 }
@@ -275,7 +275,7 @@ private:
     const int raw = e.getExtendedErrorCode() >= 0 ? e.getExtendedErrorCode() : SQLITE_ERROR;
     const errc code = map_error(raw);
     if (poisons_connection(code, raw)) broken_ = true;
-    raise(code, std::string("sqlite: ") + e.what());
+    raise(code, std::string("sqlite: ") + e.what(), std::to_string(raw));
   }
 
   SQLite::Database db_;
@@ -298,7 +298,7 @@ public:
       const errc code = map_error(raw);
       // A file that cannot be opened is not coming back by waiting: no reconnect budget for it.
       raise(code == errc::busy ? errc::busy : errc::configuration,
-            "cannot open SQLite database '" + path_ + "': " + e.what());
+            "cannot open SQLite database '" + path_ + "': " + e.what(), std::to_string(raw));
     }
   }
   casecore::dialect dialect() const noexcept override { return casecore::dialect::sqlite; }
