@@ -15,6 +15,7 @@
 #include <casecore/counter.hpp>
 #include <casecore/database.hpp>
 #include <casecore/error.hpp>
+#include <casecore/export.hpp>
 #include <casecore/file_registry.hpp>
 #include <casecore/hash.hpp>
 #include <casecore/health.hpp>

@@ -25,6 +25,10 @@
 #include <string_view>
 #include <type_traits>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// Counters of the unit-of-work runner.
@@ -138,3 +142,5 @@ private:
 };
 
 } // namespace casecore
+
+CASECORE_API_END

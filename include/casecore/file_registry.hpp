@@ -50,6 +50,10 @@
 #include <string_view>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// Knobs of a file_registry.
@@ -164,3 +168,5 @@ void validate_file_name(std::string_view name);
 std::string event_id(std::int64_t file_id, std::string_view position_or_content);
 
 } // namespace casecore
+
+CASECORE_API_END

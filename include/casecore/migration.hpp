@@ -14,6 +14,10 @@
 #include <string>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// One schema step.
@@ -44,3 +48,5 @@ int schema_version(database& db, std::string_view component);
 std::string render_sql(dialect d, std::string_view sql);
 
 } // namespace casecore
+
+CASECORE_API_END
