@@ -49,7 +49,9 @@ if [ "$preset" = default ]; then
   # its SQLite suite passes, and its install serves a SQLite-only consumer with no libpqxx anywhere
   # (consumer.installed there; the postgres component is refused with the reason).
   echo "test: the build without PostgreSQL (build/no-postgres): SQLite suite and SQLite-only consumer"
-  cmake -S . -B build/no-postgres -DCASECORE_WITH_POSTGRES=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  launcher=() # a second full build: ccache makes reruns cheap where it is installed
+  if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+  cmake -S . -B build/no-postgres -DCASECORE_WITH_POSTGRES=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launcher[@]}" \
     -DCASECORE_WARNINGS_AS_ERRORS=ON -DCASECORE_BUILD_BENCH=OFF -DCASECORE_BUILD_EXAMPLES=OFF >/dev/null
   cmake --build build/no-postgres -j "$(nproc)" --target casecore_tests casecore_umbrella_test
   (cd build/no-postgres && env -u CASECORE_TEST_PG_URL ctest -j 2 --output-on-failure --timeout 900 \
