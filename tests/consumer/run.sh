@@ -107,6 +107,11 @@ deb)
     -DCASECORE_BUILD_TESTS=OFF -DCASECORE_BUILD_EXAMPLES=OFF -DCASECORE_BUILD_BENCH=OFF -DCASECORE_BUILD_TOOLS=OFF \
     -DCASECORE_INSTALL=ON >"$work/deb.log" 2>&1 || { cat "$work/deb.log" >&2; fail "configure the shared build"; }
   cmake --build "$debdir" -j "$jobs" >>"$work/deb.log" 2>&1 || { cat "$work/deb.log" >&2; fail "build the shared libraries"; }
+  # Hidden visibility: the shared libraries export casecore's API, never the SQLiteCpp they link.
+  for lib in "$debdir"/libcasecore*.so; do
+    if nm -DC --defined-only "$lib" | grep ' SQLite::'; then fail "$(basename "$lib") re-exports SQLiteCpp symbols"; fi
+    echo "consumer: $(basename "$lib"): $(nm -D --defined-only "$lib" | wc -l) exported symbols, SONAME $(objdump -p "$lib" | awk '/SONAME/ {print $2}')"
+  done
   rm -f "$debdir"/casecore_*.deb
   (cd "$debdir" && cpack >>"$work/deb.log" 2>&1) || { cat "$work/deb.log" >&2; fail cpack; }
   version=$(sed -n 's/^CMAKE_PROJECT_VERSION:STATIC=//p' "$debdir/CMakeCache.txt")
