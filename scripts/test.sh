@@ -45,6 +45,17 @@ if [ "$preset" = default ]; then
     CASECORE_TEST_PG_POOLER=$mode CASECORE_TEST_PG_URL=$url \
       ctest --preset "$preset" -R '\.postgres$' -E '^(pooler_test|consumer)'
   done
+  # casecore built without PostgreSQL (-DCASECORE_WITH_POSTGRES=OFF, build/no-postgres): it builds,
+  # its SQLite suite passes, and its install serves a SQLite-only consumer with no libpqxx anywhere
+  # (consumer.installed there; the postgres component is refused with the reason).
+  echo "test: the build without PostgreSQL (build/no-postgres): SQLite suite and SQLite-only consumer"
+  launcher=() # a second full build: ccache makes reruns cheap where it is installed
+  if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+  cmake -S . -B build/no-postgres -DCASECORE_WITH_POSTGRES=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launcher[@]}" \
+    -DCASECORE_WARNINGS_AS_ERRORS=ON -DCASECORE_BUILD_BENCH=OFF -DCASECORE_BUILD_EXAMPLES=OFF >/dev/null
+  cmake --build build/no-postgres -j "$(nproc)" --target casecore_tests casecore_umbrella_test
+  (cd build/no-postgres && env -u CASECORE_TEST_PG_URL ctest -j 2 --output-on-failure --timeout 900 \
+     -R '(\.sqlite$|_unit_test$|^umbrella\.|^consumer\.(installed|pkgconfig)$)' -E '^(torture|property|example|fiu)')
   # The configuration matrix reruns the setting-dependent tests under other server / SQLite / job
   # settings (docs/testing.md); the sanitizer presets skip it to keep CI short.
   scripts/test-matrix.sh "$preset"

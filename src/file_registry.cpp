@@ -1,4 +1,4 @@
-#include <casecore/detail/narrow.hpp>
+#include "narrow.hpp"
 #include <casecore/file_registry.hpp>
 #include <casecore/hash.hpp>
 #include <casecore/migration.hpp>

@@ -1,4 +1,4 @@
-#include <casecore/detail/narrow.hpp>
+#include "narrow.hpp"
 #include <casecore/detail/job_sql.hpp>
 #include <casecore/detail/step.hpp>
 #include <casecore/detail/text.hpp>

@@ -1,4 +1,4 @@
-#include <casecore/detail/narrow.hpp>
+#include "narrow.hpp"
 #include <casecore/detail/token.hpp>
 #include <casecore/trigger.hpp>
 

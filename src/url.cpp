@@ -1,4 +1,4 @@
-#include <casecore/detail/narrow.hpp>
+#include "narrow.hpp"
 #include <casecore/error.hpp>
 #include <casecore/pool.hpp>
 #include <casecore/url.hpp>

@@ -56,6 +56,10 @@
 #include <string_view>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::counter {
 
 /// Longest name or scope accepted.
@@ -101,3 +105,5 @@ void check_name(std::string_view name);
 void check_scope(std::string_view scope);
 
 } // namespace casecore::counter
+
+CASECORE_API_END

@@ -42,6 +42,10 @@
 #include <string_view>
 #include <type_traits>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// Counters of the unit-of-work runner.
@@ -155,3 +159,5 @@ private:
 };
 
 } // namespace casecore
+
+CASECORE_API_END

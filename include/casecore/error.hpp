@@ -16,6 +16,10 @@
 #include <string>
 #include <string_view>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// Every cause casecore distinguishes.
@@ -159,3 +163,5 @@ public:
 [[noreturn]] void raise(errc code, std::string message);
 
 } // namespace casecore
+
+CASECORE_API_END

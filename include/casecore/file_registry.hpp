@@ -62,6 +62,10 @@
 #include <string_view>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// Knobs of a file_registry.
@@ -176,3 +180,5 @@ void validate_file_name(std::string_view name);
 std::string event_id(std::int64_t file_id, std::string_view position_or_content);
 
 } // namespace casecore
+
+CASECORE_API_END

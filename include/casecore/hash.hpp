@@ -15,6 +15,10 @@
 #include <string>
 #include <string_view>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// An incremental SHA-256 computation.
@@ -51,3 +55,5 @@ std::string sha256_file_hex(const std::filesystem::path& path, std::uint64_t* si
 bool is_sha256_hex(std::string_view text) noexcept;
 
 } // namespace casecore
+
+CASECORE_API_END

@@ -22,6 +22,10 @@
 #include <string_view>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::health {
 
 /// Overall or per-finding status, ordered by severity.
@@ -103,3 +107,5 @@ private:
 };
 
 } // namespace casecore::health
+
+CASECORE_API_END

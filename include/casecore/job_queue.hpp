@@ -91,6 +91,10 @@
 #include <string_view>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::jobs {
 
 /// Lifecycle of a job (a job due later is queued; the database keeps it as 'scheduled').
@@ -229,3 +233,5 @@ bool acknowledge_cancel(database& db, const claim_ref& ref);
 std::size_t reclaim_expired(database& db);
 
 } // namespace casecore::jobs
+
+CASECORE_API_END

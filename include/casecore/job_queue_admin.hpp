@@ -15,6 +15,10 @@
 
 #include <casecore/job_queue.hpp>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::jobs {
 
 /// Cancel: a waiting job ends at once, a running one is asked to stop at its next stage boundary or
@@ -69,3 +73,5 @@ struct queue_stats {
 queue_stats inspect(database& db);
 
 } // namespace casecore::jobs
+
+CASECORE_API_END

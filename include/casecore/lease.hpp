@@ -56,6 +56,10 @@
 #include <string_view>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::lease {
 
 /// A lease held by the caller: present the token with every guarded write.
@@ -112,3 +116,5 @@ std::optional<info> inspect(database& db, std::string_view name);
 std::vector<info> list(database& db, std::string_view prefix = {});
 
 } // namespace casecore::lease
+
+CASECORE_API_END

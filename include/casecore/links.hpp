@@ -19,6 +19,10 @@
 #include <string_view>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// How many links one side of a link kind may have.
@@ -44,3 +48,5 @@ std::vector<std::int64_t> sources(transaction& tx, std::string_view kind, std::i
 } // namespace links
 
 } // namespace casecore
+
+CASECORE_API_END

@@ -28,6 +28,10 @@
 #include <utility>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::metrics {
 
 /// Label pairs of one series, e.g. {{"db", "main"}, {"cause", "deadlock"}}.
@@ -182,3 +186,5 @@ bool valid_metric_name(std::string_view name) noexcept;
 bool valid_label_name(std::string_view name) noexcept;
 
 } // namespace casecore::metrics
+
+CASECORE_API_END

@@ -14,6 +14,10 @@
 #include <string>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// One schema step.
@@ -46,3 +50,5 @@ int schema_version(database& db, std::string_view component);
 std::string render_sql(const transaction& tx, std::string_view sql);
 
 } // namespace casecore
+
+CASECORE_API_END

@@ -10,6 +10,10 @@
 
 #include <string_view>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// Open the database a URL names (part of casecore::casecore).
@@ -20,3 +24,5 @@ database open(std::string_view url, database_options options = {});
 std::shared_ptr<detail::backend> make_backend(std::string_view url, database_options& options);
 
 } // namespace casecore
+
+CASECORE_API_END

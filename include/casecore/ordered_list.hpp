@@ -22,6 +22,10 @@
 #include <string_view>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// A list's items in position order, with the version they were read at.
@@ -45,3 +49,5 @@ std::int64_t reorder(transaction& tx, std::string_view name, std::string_view ke
 } // namespace ordered_list
 
 } // namespace casecore
+
+CASECORE_API_END

@@ -18,6 +18,10 @@
 #include <string>
 #include <string_view>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::outbox {
 
 /// A message as the handler sees it.
@@ -47,3 +51,5 @@ std::size_t drain(database& db, std::string_view topic, const std::function<void
 std::int64_t pending(database& db, std::string_view topic);
 
 } // namespace casecore::outbox
+
+CASECORE_API_END

@@ -22,6 +22,10 @@
 #include <mutex>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// Pool sizing and health settings.
@@ -117,3 +121,5 @@ private:
 
 } // namespace detail
 } // namespace casecore
+
+CASECORE_API_END

@@ -49,6 +49,10 @@
 #include <string_view>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// An entity with its id and the bookkeeping casecore keeps for it.
@@ -289,3 +293,5 @@ private:
 };
 
 } // namespace casecore
+
+CASECORE_API_END

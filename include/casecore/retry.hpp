@@ -10,6 +10,10 @@
 #include <chrono>
 #include <cstdint>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// Attempt and time budget of a unit of work.
@@ -27,3 +31,5 @@ struct retry_policy {
 std::chrono::microseconds backoff_delay(const retry_policy& policy, int attempt);
 
 } // namespace casecore
+
+CASECORE_API_END

@@ -61,6 +61,10 @@
 #include <unordered_map>
 #include <utility>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// Figures of a single_flight (or versioned_cache) since construction.
@@ -388,3 +392,5 @@ private:
 };
 
 } // namespace casecore
+
+CASECORE_API_END

@@ -22,6 +22,10 @@
 #include <type_traits>
 #include <utility>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// One published version of a snapshot.
@@ -99,3 +103,5 @@ private:
 };
 
 } // namespace casecore
+
+CASECORE_API_END

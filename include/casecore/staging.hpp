@@ -22,6 +22,10 @@
 #include <string_view>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// The owner record of a staging folder.
@@ -68,3 +72,5 @@ private:
 };
 
 } // namespace casecore
+
+CASECORE_API_END

@@ -13,6 +13,10 @@
 #include <utility>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// The allowed transitions of one status column.
@@ -33,3 +37,5 @@ private:
 };
 
 } // namespace casecore
+
+CASECORE_API_END

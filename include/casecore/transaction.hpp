@@ -23,6 +23,10 @@
 #include <string_view>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 namespace detail {
@@ -135,3 +139,5 @@ private:
 };
 
 } // namespace casecore
+
+CASECORE_API_END

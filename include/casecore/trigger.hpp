@@ -43,6 +43,10 @@
 #include <string>
 #include <string_view>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::trigger {
 
 /// Outcome of a verification.
@@ -172,3 +176,5 @@ private:
 };
 
 } // namespace casecore::trigger
+
+CASECORE_API_END

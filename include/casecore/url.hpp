@@ -25,6 +25,10 @@
 #include <string_view>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// One host of a PostgreSQL URL.
@@ -62,3 +66,5 @@ struct pool_options;
 void apply_pool_params(const database_url& url, pool_options& pool);
 
 } // namespace casecore
+
+CASECORE_API_END

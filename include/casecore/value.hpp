@@ -22,6 +22,10 @@
 #include <variant>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// Binary payload (BLOB on SQLite, BYTEA on PostgreSQL).
@@ -191,3 +195,5 @@ inline std::size_t row_ref::size() const noexcept { return result_->columns(); }
 using micros = std::int64_t;
 
 } // namespace casecore
+
+CASECORE_API_END

@@ -50,6 +50,10 @@
 #include <stop_token>
 #include <string>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::detail {
 struct claim_signal; ///< what the worker tells a handler about its claim (lost, cancel requested)
 } // namespace casecore::detail
@@ -178,3 +182,5 @@ private:
 };
 
 } // namespace casecore::jobs
+
+CASECORE_API_END

@@ -15,6 +15,10 @@
 #include <string>
 #include <string_view>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// The SQL dialect behind a database.
@@ -118,3 +122,5 @@ public:
 
 } // namespace detail
 } // namespace casecore
+
+CASECORE_API_END

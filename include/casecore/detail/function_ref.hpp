@@ -5,6 +5,10 @@
 #include <type_traits>
 #include <utility>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::detail {
 
 template <class Sig> class function_ref;
@@ -24,3 +28,5 @@ private:
 };
 
 } // namespace casecore::detail
+
+CASECORE_API_END

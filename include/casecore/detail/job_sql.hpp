@@ -10,6 +10,10 @@
 #include <string>
 #include <string_view>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::detail::job_sql {
 
 /// " LIMIT n" for a batch n in 1..1000 (written into the text: see jobs.cpp); invalid_argument otherwise.
@@ -38,3 +42,5 @@ const std::string& replace_payload();
 const std::string& check(dialect d);
 
 } // namespace casecore::detail::job_sql
+
+CASECORE_API_END

@@ -13,6 +13,10 @@
 #include <string>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::detail {
 
 /// Number of bookkeeping columns before the fields in every row repository_core returns.
@@ -58,3 +62,5 @@ result child_rows(transaction& tx, std::string_view table, std::string_view pare
                   std::span<const std::string> columns, std::int64_t parent, std::string_view order_by);
 
 } // namespace casecore::detail
+
+CASECORE_API_END

@@ -9,6 +9,10 @@
 #include <string>
 #include <string_view>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::detail {
 
 /// True for a plain SQL identifier: [A-Za-z_][A-Za-z0-9_]{0,62}.
@@ -29,3 +33,5 @@ inline void check_identifier(std::string_view s, std::string_view what) {
 }
 
 } // namespace casecore::detail
+
+CASECORE_API_END

@@ -13,6 +13,10 @@
 #include <atomic>
 #include <string_view>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::detail {
 
 /// The hook signature: called with the step's name on the thread that reached it.
@@ -30,3 +34,5 @@ inline void step(std::string_view name) {
 }
 
 } // namespace casecore::detail
+
+CASECORE_API_END

@@ -25,6 +25,10 @@
 #include <string>
 #include <string_view>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::detail {
 
 /// True when `s` is well-formed UTF-8 (no overlong forms, surrogates or code points above U+10FFFF).
@@ -46,3 +50,5 @@ std::string escape_for_terminal(std::string_view s);
 void append_json_string(std::string& out, std::string_view s);
 
 } // namespace casecore::detail
+
+CASECORE_API_END

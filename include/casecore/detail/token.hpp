@@ -12,6 +12,10 @@
 #include <span>
 #include <string>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::detail {
 
 /// Fill `out` with bytes from the OS CSPRNG (getrandom); throws errc::internal when it cannot.
@@ -24,3 +28,5 @@ std::string random_token();
 std::string random_hex(std::size_t bytes);
 
 } // namespace casecore::detail
+
+CASECORE_API_END

@@ -54,6 +54,10 @@
 #include <string_view>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// One stored blob as list() reports it.
@@ -180,3 +184,5 @@ std::unique_ptr<blob_store> make_local_blob_store(const std::filesystem::path& d
 std::unique_ptr<blob_store> make_memory_blob_store();
 
 } // namespace casecore
+
+CASECORE_API_END

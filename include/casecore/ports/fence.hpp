@@ -22,6 +22,10 @@
 #include <cstdint>
 #include <string>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// What guards a port write: a scope (the job's subject, the lease's name) and the holder's token.
@@ -37,3 +41,5 @@ struct fence {
 void validate(const fence& f);
 
 } // namespace casecore
+
+CASECORE_API_END

@@ -42,6 +42,10 @@
 #include <string_view>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 /// One searchable document.
@@ -90,3 +94,5 @@ std::unique_ptr<search_index> make_memory_search_index();
 std::unique_ptr<search_index> make_sqlite_search_index(const std::filesystem::path& path);
 
 } // namespace casecore
+
+CASECORE_API_END

@@ -30,6 +30,10 @@
 #include <string>
 #include <string_view>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore {
 
 class transaction;
@@ -74,3 +78,5 @@ protected:
 std::unique_ptr<task_transport> make_inprocess_task_transport();
 
 } // namespace casecore
+
+CASECORE_API_END

@@ -41,6 +41,10 @@
 #include <string>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::postgres {
 
 /// Settings of a PostgreSQL blob store.
@@ -61,3 +65,5 @@ std::vector<migration> blob_store_migrations();
 std::unique_ptr<blob_store> make_blob_store(database db, blob_store_options options = {});
 
 } // namespace casecore::postgres
+
+CASECORE_API_END

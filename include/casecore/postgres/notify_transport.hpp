@@ -49,6 +49,10 @@
 #include <string>
 #include <string_view>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::postgres {
 
 /// Settings of a LISTEN/NOTIFY transport.
@@ -112,3 +116,5 @@ private:
 std::shared_ptr<notify_transport> make_notify_transport(database db, notify_transport_options options = {});
 
 } // namespace casecore::postgres
+
+CASECORE_API_END

@@ -12,6 +12,10 @@
 #include <memory>
 #include <string_view>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::postgres {
 
 /// The connection factory for a parsed postgresql:// URL; applies URL parameters to `db_options`.
@@ -38,3 +42,5 @@ bool behind_pooler(const database& db) noexcept;
 bool uses_unnamed_statements(const database& db) noexcept;
 
 } // namespace casecore::postgres
+
+CASECORE_API_END

@@ -34,6 +34,10 @@
 #include <string>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::postgres {
 
 /// Settings of a PostgreSQL search index.
@@ -49,3 +53,5 @@ std::vector<migration> search_index_migrations();
 std::unique_ptr<search_index> make_search_index(database db, search_index_options options = {});
 
 } // namespace casecore::postgres
+
+CASECORE_API_END

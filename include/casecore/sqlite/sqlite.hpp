@@ -17,6 +17,10 @@
 #include <memory>
 #include <string_view>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::sqlite {
 
 /// PRAGMA synchronous levels.
@@ -50,3 +54,5 @@ errc map_error(int extended_code) noexcept;
 std::string translate_placeholders(std::string_view sql);
 
 } // namespace casecore::sqlite
+
+CASECORE_API_END

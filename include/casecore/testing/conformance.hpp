@@ -24,6 +24,10 @@
 #include <stdexcept>
 #include <string>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::testing {
 
 /// An implementation broke the port's contract; what() says which expectation failed.
@@ -50,3 +54,5 @@ void check_search_index(const search_index_factory& make);
 void check_task_transport(const task_transport_factory& make);
 
 } // namespace casecore::testing
+
+CASECORE_API_END

@@ -15,6 +15,10 @@
 #include <memory>
 #include <string_view>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::testing {
 
 /// Fault rates (probabilities per statement, 0..1).
@@ -56,3 +60,5 @@ private:
 database open_with_faults(std::string_view url, const std::shared_ptr<fault_injector>& injector, database_options options = {});
 
 } // namespace casecore::testing
+
+CASECORE_API_END

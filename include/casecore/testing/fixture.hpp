@@ -15,6 +15,10 @@
 #include <filesystem>
 #include <string>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::testing {
 
 /// Which backend the fixtures use.
@@ -61,3 +65,5 @@ std::filesystem::path temp_root();
 bool behind_test_pooler();
 
 } // namespace casecore::testing
+
+CASECORE_API_END

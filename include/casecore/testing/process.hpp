@@ -11,6 +11,10 @@
 #include <string>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::testing {
 
 /// A child entry point: receives its arguments, returns the exit status.
@@ -74,3 +78,5 @@ std::vector<child_result> run_children(const std::string& name, int count, const
   static const bool CASECORE_CHILD_CAT(casecore_child_reg_, name) =                                            \
       ::casecore::testing::register_child(#name, &CASECORE_CHILD_CAT(casecore_child_fn_, name));              \
   static int CASECORE_CHILD_CAT(casecore_child_fn_, name)([[maybe_unused]] const std::vector<std::string>& args)
+
+CASECORE_API_END

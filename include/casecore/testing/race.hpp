@@ -19,6 +19,10 @@
 #include <thread>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::testing {
 
 /// Run f(i) for i in [0, n) on n threads released together; rethrow the first failure.
@@ -87,3 +91,5 @@ inline void require_equal(std::int64_t actual, std::int64_t expected, std::strin
 }
 
 } // namespace casecore::testing
+
+CASECORE_API_END

@@ -30,6 +30,10 @@
 #include <thread>
 #include <vector>
 
+#include <casecore/export.hpp>
+
+CASECORE_API_BEGIN
+
 namespace casecore::testing {
 
 /// Parks threads at named casecore steps until the test lets them go.
@@ -77,3 +81,5 @@ private:
 };
 
 } // namespace casecore::testing
+
+CASECORE_API_END

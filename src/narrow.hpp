@@ -1,4 +1,4 @@
-// casecore/detail/narrow.hpp — checked narrowing at API edges (Microsoft GSL's gsl::narrow).
+// src/narrow.hpp (internal: GSL is a private dependency) — checked narrowing at API edges (Microsoft GSL's gsl::narrow).
 //
 // Sizes, counts and int64 <-> size_t conversions where a caller's value crosses into another type
 // go through narrow(): a value that does not fit is an invalid_argument naming what it was, never
