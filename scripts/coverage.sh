@@ -33,6 +33,9 @@ done
 start=$SECONDS
 if ((build)); then
   scripts/install-deps.sh
+  if command -v ccache >/dev/null; then # as in scripts/test.sh
+    export CMAKE_CXX_COMPILER_LAUNCHER=ccache CMAKE_C_COMPILER_LAUNCHER=ccache CCACHE_BASEDIR=$PWD CCACHE_NOHASHDIR=true
+  fi
   cmake --preset coverage >/dev/null
   cmake --build --preset coverage -j "$(nproc)"
 fi

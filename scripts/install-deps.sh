@@ -13,6 +13,7 @@ PACKAGES=(
     build-essential
     cmake
     pkg-config
+    ccache            # rebuilds of unchanged files stay cheap across presets and clones
     git
     libsqlitecpp-dev
     libsqlite3-dev

@@ -10,6 +10,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 preset=${1:-default}
 scripts/install-deps.sh
+# ccache (when installed) keeps rebuilds of unchanged files cheap across presets, reruns and clean
+# clones in other folders (CI): the base dir makes its keys independent of where the tree lives.
+if command -v ccache >/dev/null; then
+  export CMAKE_CXX_COMPILER_LAUNCHER=ccache CMAKE_C_COMPILER_LAUNCHER=ccache CCACHE_BASEDIR=$PWD CCACHE_NOHASHDIR=true
+fi
 cmake --preset "$preset" >/dev/null
 cmake --build --preset "$preset" -j "$(nproc)"
 cleanup=()
