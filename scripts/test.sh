@@ -47,7 +47,7 @@ if [ "$preset" = default ]; then
   for mode in transaction session; do
     if [ $mode = transaction ]; then url=$CASECORE_TEST_PGBOUNCER_URL; else url=$CASECORE_TEST_PGBOUNCER_SESSION_URL; fi
     echo "test: the PostgreSQL suite through PgBouncer in $mode mode ($url)"
-    CASECORE_TEST_PG_POOLER=$mode CASECORE_TEST_PG_URL=$url \
+    CASECORE_TEST_PG_DIRECT_URL=$CASECORE_TEST_PG_URL CASECORE_TEST_PG_POOLER=$mode CASECORE_TEST_PG_URL=$url \
       ctest --preset "$preset" -R '\.postgres$' -E '^(pooler_test|consumer)'
   done
   # casecore built without PostgreSQL (-DCASECORE_WITH_POSTGRES=OFF, build/no-postgres): it builds,

@@ -125,6 +125,12 @@ TEST_CASE("heartbeats are HOT updates: they change no indexed column and the pag
 
   // And the server agrees: heartbeats count as HOT updates. How many depends on whether other
   // sessions hold back page pruning (concurrent tests do), so this asks for some, not most.
+  // The counters are a server connection's own until it flushes them: behind a transaction pooler
+  // the statements run on several server connections, so this part needs a direct session.
+  if (casecore::testing::behind_test_pooler()) {
+    MESSAGE("skipped the statistics half: it reads one server connection's flushed counters, which a pooler spreads over several");
+    return;
+  }
   db.write([](transaction& tx) {
     for (int i = 0; i < 50; ++i) jobs::enqueue(tx, spec("full", "file:" + std::to_string(i)));
   });
