@@ -391,3 +391,15 @@ TEST_CASE("seed_from_table refuses a legacy maximum that is not a 64-bit integer
   CHECK(db.write([](transaction& tx) { return counter::seed_from_table(tx, "l", "", "legacy_max", "x"); }) == int64_max);
   check_overflow_refused(db, [](transaction& tx) { counter::next(tx, "l"); });
 }
+
+TEST_CASE("seeding a counter needs a write transaction and a non-negative value; a refused seed writes nothing") {
+  scratch_database s;
+  auto db = migrated(s);
+  db.read([](transaction& tx) { CHECK_THROWS_AS(counter::seed_from_max(tx, "invoice", "", 10), invalid_argument); });
+  db.write([](transaction& tx) { CHECK_THROWS_AS(counter::seed_from_max(tx, "invoice", "", -1), invalid_argument); });
+  db.read([](transaction& tx) { CHECK(counter::list(tx, "invoice").empty()); });
+  db.write([](transaction& tx) {
+    CHECK(counter::seed_from_max(tx, "invoice", "", 10) == 10);
+    CHECK(counter::seed_from_max(tx, "invoice", "", 3) == 10); // never lowers
+  });
+}

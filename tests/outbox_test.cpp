@@ -81,3 +81,13 @@ TEST_CASE("concurrent drainers deliver every message, none twice") {
   for (const auto& [k, n] : delivered) CHECK(n == 1);
   CHECK(outbox::pending(db, "t") == 0);
 }
+
+TEST_CASE("publishing needs a write transaction and a payload of at most 16 MiB; a refused publish writes nothing") {
+  scratch_database s;
+  auto db = s.open();
+  migrate(db);
+  db.read([](transaction& tx) { CHECK_THROWS_AS(outbox::publish(tx, "case.closed", "{}"), invalid_argument); });
+  db.write([](transaction& tx) { CHECK_THROWS_AS(outbox::publish(tx, "case.closed", std::string(16 * 1024 * 1024 + 1, 'x')), invalid_argument); });
+  CHECK(db.read([](transaction& tx) { return tx.query_one<std::int64_t>("SELECT count(*) FROM casecore_outbox"); }) == 0);
+  db.write([](transaction& tx) { CHECK(outbox::publish(tx, "case.closed", std::string(16 * 1024 * 1024, 'x')) > 0); }); // the bound itself
+}

@@ -400,6 +400,22 @@ TEST_CASE("SQLite: synchronous is FULL unless the URL opts into NORMAL") {
   CHECK(normal.read([](transaction& tx) { return tx.query_one<std::int64_t>("PRAGMA synchronous"); }) == 1);
 }
 
+TEST_CASE("SQLite: every spelling of synchronous the URL parser accepts opens with that level; others are bad_url") {
+  // Regression: parse_url accepted any letter case ("Full"), the SQLite adapter only "full" / "FULL",
+  // so a URL that validated refused to open with bad_url.
+  scratch_database s;
+  if (s.kind() != backend_kind::sqlite) return;
+  const auto plain = "sqlite://" + (s.folder() / "test.db").string();
+  casecore::open(plain); // creates the file
+  const std::pair<const char*, std::int64_t> levels[] = {{"off", 0}, {"Normal", 1}, {"FULL", 2}, {"Full", 2}, {"extra", 3}, {"eXtra", 3}};
+  for (const auto& [name, level] : levels) {
+    CAPTURE(name);
+    auto db = casecore::open(plain + "?synchronous=" + name);
+    CHECK(db.read([](transaction& tx) { return tx.query_one<std::int64_t>("PRAGMA synchronous"); }) == level);
+  }
+  CHECK_THROWS_AS(casecore::open(plain + "?synchronous=fast"), bad_url);
+}
+
 TEST_CASE("PostgreSQL: transactions state their isolation level whatever the server default") {
   // Regression (adversarial review, defect 3): a bare BEGIN inherited default_transaction_isolation.
   scratch_database s;
