@@ -267,3 +267,12 @@ TEST_CASE("metrics: a collector's sink refuses a bad name, a second type for a n
   CHECK(has_line(text, "lat_seconds_bucket{le=\"+Inf\"} 6"));
   CHECK(has_line(text, "lat_seconds_count 6"));
 }
+
+TEST_CASE("health: a database needs a name to be watched; a refused one adds no finding") {
+  scratch_database s;
+  health::monitor m;
+  CHECK_THROWS_AS(m.add_database(s.open(), ""), invalid_argument);
+  const auto r = m.check();
+  CHECK(r.overall == health::status::ok);
+  CHECK(r.findings.empty());
+}

@@ -116,6 +116,7 @@ TEST_CASE("after-commit hooks run exactly once after commit and never after roll
   CHECK(committed == 1);
   CHECK(rolled_back == 1);
   CHECK_THROWS_AS(db.write([](transaction& tx) { tx.after_commit({}); }), invalid_argument);
+  CHECK_THROWS_AS(db.write([](transaction& tx) { tx.after_rollback({}); }), invalid_argument);
 }
 
 TEST_CASE("savepoints undo only their own writes and hooks") {

@@ -285,6 +285,7 @@ TEST_CASE("a worker on the task_transport port is woken by a committed enqueue, 
   w.stop();
   CHECK(scalar(db, "SELECT count(*) FROM stage_runs") == 1);
   CHECK_THROWS_AS(db.write([](transaction& tx) { jobs::notify_after_commit(tx, nullptr); }), invalid_argument);
+  CHECK_THROWS_AS(db.write([&](transaction& tx) { jobs::notify_after_commit(tx, transport, "bad topic\n"); }), invalid_argument);
 }
 
 CASECORE_CHILD(worker_process) {
