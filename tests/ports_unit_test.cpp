@@ -2,6 +2,7 @@
 // local store and the FTS5 index shared across processes. The suites themselves must be able to
 // fail: a deliberately broken store is rejected.
 #include <casecore/detail/token.hpp>
+#include <casecore/hash.hpp>
 #include <casecore/ports/blob_store.hpp>
 #include <casecore/ports/search_index.hpp>
 #include <casecore/testing/conformance.hpp>
@@ -10,6 +11,8 @@
 #include <doctest/doctest.h>
 
 #include <cstdio>
+#include <fstream>
+#include <functional>
 #include <set>
 
 using namespace casecore;
@@ -226,4 +229,77 @@ TEST_CASE("processes sharing one FTS5 index file never duplicate a document id")
       for (int i = 0; i < 20; ++i) expected.insert("doc-" + std::to_string((me * 13 + round * 7 + i) % 60));
   CHECK(ix->count() == expected.size());
   CHECK(ix->query("shared process", 1000).size() == expected.size());
+}
+
+TEST_CASE("conformance: local blob store with fsync off (throwaway data) keeps the same contract") {
+  temp_dir d;
+  local_blob_store_options o;
+  o.fsync = false;
+  CHECK_NOTHROW(casecore::testing::check_blob_store([&] { return make_local_blob_store(d.fresh(), o); }));
+}
+
+namespace {
+errc code_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const casecore::error& e) {
+    return e.code();
+  }
+  FAIL("no casecore::error thrown");
+  return errc::internal;
+}
+} // namespace
+
+TEST_CASE("the local store refuses planted links, folders and files where blobs or shards belong, leaving no temporary") {
+  temp_dir d;
+  auto s = make_local_blob_store(d.path);
+  CHECK(code_of([] { make_local_blob_store(""); }) == errc::invalid_argument);
+  fs::create_directories(d.path / "objects" / "li");
+  std::ofstream(d.path / "elsewhere") << "outside the store";
+  fs::create_symlink(d.path / "elsewhere", d.path / "objects" / "li" / "linked");
+  CHECK(code_of([&] { s->get("linked"); }) == errc::backend_error); // never followed
+  CHECK(s->exists("linked"));                                           // but it is there: not "not found"
+  fs::create_directories(d.path / "objects" / "di" / "dirkey");
+  CHECK(code_of([&] { s->remove("dirkey"); }) == errc::backend_error);
+  CHECK(fs::is_directory(d.path / "objects" / "di" / "dirkey"));
+  std::ofstream(d.path / "objects" / "fi") << "a file where the shard folder goes";
+  CHECK(code_of([&] { s->put("fi-key", "content"); }) == errc::backend_error);
+  CHECK(fs::is_empty(d.path / "tmp"));
+  CHECK(s->put("ok-key", "content")); // the store itself is fine
+  CHECK(s->get("ok-key") == "content");
+}
+
+TEST_CASE("the local store reports a vanished objects/ or tmp/ folder as backend_error, and a dangling root link") {
+  temp_dir d;
+  auto s = make_local_blob_store(d.path / "store");
+  s->put("k1", "v");
+  fs::remove_all(d.path / "store" / "tmp");
+  CHECK(code_of([&] { s->put("k2", "v"); }) == errc::backend_error);
+  CHECK_FALSE(s->exists("k2"));
+  fs::remove_all(d.path / "store" / "objects");
+  CHECK(code_of([&] { s->list(); }) == errc::backend_error);
+  fs::create_directory_symlink(d.path / "nowhere", d.path / "dangling");
+  CHECK(code_of([&] { make_local_blob_store(d.path / "dangling"); }) == errc::backend_error);
+  CHECK_FALSE(fs::exists(d.path / "nowhere"));
+}
+
+TEST_CASE("fence marks: a corrupt or unopenable mark refuses the fenced write; without fsync a new mark still fences") {
+  temp_dir d;
+  local_blob_store_options o;
+  o.fsync = false;
+  auto s = make_local_blob_store(d.path, o);
+  CHECK(s->put("a1", "one", fence{"file:1", 5}));
+  CHECK(code_of([&] { s->put("a2", "two", fence{"file:1", 4}); }) == errc::lease_lost);
+  CHECK(s->put("a3", "three", fence{"file:1", 5})); // the same token again is the holder itself
+  CHECK_FALSE(s->exists("a2"));
+  const auto mark = d.path / "fences" / sha256_hex("file:2");
+  std::ofstream(mark) << "12abc";
+  CHECK(code_of([&] { s->put("b1", "x", fence{"file:2", 99}); }) == errc::backend_error);
+  CHECK(code_of([&] { s->remove("a1", fence{"file:2", 99}); }) == errc::backend_error);
+  CHECK_FALSE(s->exists("b1"));
+  CHECK(s->exists("a1"));
+  fs::create_directories(d.path / "fences" / sha256_hex("file:3"));
+  CHECK(code_of([&] { s->put("c1", "x", fence{"file:3", 1}); }) == errc::backend_error);
+  CHECK_FALSE(s->exists("c1"));
+  CHECK(fs::is_empty(d.path / "tmp"));
 }
