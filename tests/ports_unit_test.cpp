@@ -3,6 +3,7 @@
 // fail: a deliberately broken store is rejected.
 #include <casecore/detail/token.hpp>
 #include <casecore/hash.hpp>
+#include <casecore/open.hpp>
 #include <casecore/ports/blob_store.hpp>
 #include <casecore/ports/search_index.hpp>
 #include <casecore/testing/conformance.hpp>
@@ -302,4 +303,26 @@ TEST_CASE("fence marks: a corrupt or unopenable mark refuses the fenced write; w
   CHECK(code_of([&] { s->put("c1", "x", fence{"file:3", 1}); }) == errc::backend_error);
   CHECK_FALSE(s->exists("c1"));
   CHECK(fs::is_empty(d.path / "tmp"));
+}
+
+TEST_CASE("the FTS5 index reports an unopenable path, a non-database file and a damaged file as typed errors, never driver ones") {
+  temp_dir d;
+  CHECK(code_of([] { make_sqlite_search_index(""); }) == errc::invalid_argument);
+  fs::create_directories(d.path / "a-folder");
+  CHECK(code_of([&] { make_sqlite_search_index(d.path / "a-folder"); }) == errc::backend_error);
+  std::ofstream(d.path / "notes.txt") << std::string(8192, 'n'); // not a database
+  CHECK(code_of([&] { make_sqlite_search_index(d.path / "notes.txt"); }) == errc::backend_error);
+
+  const auto file = d.path / "index.db";
+  auto ix = make_sqlite_search_index(file);
+  ix->index(std::vector<search_document>{{"a", 1, "alpha"}});
+  {
+    auto raw = casecore::open("sqlite://" + file.string());
+    raw.write([](transaction& tx) { tx.exec_script("DROP TABLE search_docs; DROP TABLE search_text; DROP TABLE search_fences"); });
+  }
+  CHECK(code_of([&] { ix->index(std::vector<search_document>{{"b", 1, "beta"}}); }) == errc::backend_error);
+  CHECK(code_of([&] { ix->index(std::vector<search_document>{{"b", 1, "beta"}}, fence{"file:1", 3}); }) == errc::backend_error);
+  CHECK(code_of([&] { ix->remove_file(1); }) == errc::backend_error);
+  CHECK(code_of([&] { ix->count(); }) == errc::backend_error);
+  CHECK(code_of([&] { ix->query("alpha"); }) == errc::backend_error);
 }
