@@ -213,3 +213,20 @@ TEST_CASE("trigger: sign() refuses a bad method, path, nonce or timestamp; a non
   CHECK(s.sign(std::string(16, 'P'), "/p", "b", now, nonce).starts_with("t="));
   CHECK_THROWS_AS(memory_nonce_store(0), invalid_argument);
 }
+
+TEST_CASE("trigger: a header must carry t, n and s exactly once, canonical, with a lower-case hex signature") {
+  signer s(key);
+  verifier v(key);
+  const auto good = s.sign("POST", "/x", "b", now, "nonce-0000000000010");
+  const auto sig = good.substr(good.find(",s=") + 3);
+  const std::string n = "n=nonce-0000000000010", t = "t=" + std::to_string(now), sx = "s=" + sig;
+  for (const std::string& bad : {t + "," + t + "," + n + "," + sx, t + "," + n + "," + n + "," + sx, t + "," + n + "," + sx + "," + sx,
+                                 "t=0" + std::to_string(now) + "," + n + "," + sx, "t=+" + std::to_string(now) + "," + n + "," + sx,
+                                 "t=," + n + "," + sx, t + "," + n, t + "," + sx, n + "," + sx, t + "," + n + "," + sx + ",",
+                                 t + "," + n + ",x=1," + sx, t + "," + n + ",s=" + std::string(64, 'A'), "t" + n,
+                                 t + "," + n + "," + sx + std::string(4096, ' ')}) {
+    CAPTURE(bad);
+    CHECK(v.check("POST", "/x", "b", bad, now) == verdict::malformed);
+  }
+  CHECK(v.check("POST", "/x", "b", n + "," + sx + "," + t, now) == verdict::ok); // any order, each once
+}

@@ -612,3 +612,37 @@ TEST_CASE("the notify transport refuses bad channels, delays, non-PostgreSQL URL
   }
   fs::remove_all(folder);
 }
+
+TEST_CASE("the PostgreSQL blob store refuses bad names, chunk sizes, stale ages and non-PostgreSQL databases") {
+  CASECORE_PG_PORTS_ONLY();
+  scratch_database s;
+  auto db = s.open();
+  using opts = pg::blob_store_options;
+  const std::vector<std::pair<const char*, std::function<void(opts&)>>> bad = {
+      {"empty name", [](opts& o) { o.name.clear(); }},
+      {"long name", [](opts& o) { o.name = std::string(101, 'n'); }},
+      {"control character", [](opts& o) { o.name = "a\tb"; }},
+      {"small chunks", [](opts& o) { o.chunk_size = 4095; }},
+      {"huge chunks", [](opts& o) { o.chunk_size = (std::size_t{64} << 20) + 1; }},
+      {"stale age 0", [](opts& o) { o.stale_upload_after = 0ms; }},
+  };
+  for (const auto& [what, change] : bad) {
+    CAPTURE(std::string(what));
+    opts o;
+    change(o);
+    CHECK_THROWS_AS(pg::make_blob_store(db, o), invalid_argument);
+  }
+  opts edge;
+  edge.name = std::string(100, 'n');
+  edge.chunk_size = 4096;
+  auto store = pg::make_blob_store(db, edge);
+  CHECK(store->put("k", std::string(10000, 'x')));
+  CHECK(store->get("k") == std::string(10000, 'x'));
+  const auto folder = casecore::testing::temp_root() / fresh("casecore-pgblob-");
+  fs::create_directories(folder);
+  {
+    auto lite = casecore::open("sqlite://" + (folder / "t.db").string());
+    CHECK_THROWS_AS(pg::make_blob_store(lite), invalid_argument);
+  }
+  fs::remove_all(folder);
+}
