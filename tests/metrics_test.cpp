@@ -276,3 +276,15 @@ TEST_CASE("health: a database needs a name to be watched; a refused one adds no 
   CHECK(r.overall == health::status::ok);
   CHECK(r.findings.empty());
 }
+
+TEST_CASE("health: a queue whose length cannot be read is a critical finding that names the queue and the cause") {
+  health::monitor m;
+  m.add_queue("imports", [] { return 3.0; }, 10, 20);
+  m.add_queue("jobs", []() -> double { throw std::runtime_error("database unreachable"); }, 10, 20);
+  const auto r = m.check();
+  CHECK(r.overall == health::status::critical);
+  REQUIRE(r.findings.size() == 1);
+  CHECK(r.findings[0].level == health::status::critical);
+  CHECK(r.findings[0].check == "jobs.queue_length");
+  CHECK(r.findings[0].reason.find("database unreachable") != std::string::npos);
+}

@@ -56,6 +56,16 @@ TEST_CASE("bad outbox input is a typed error") {
   o.batch = 1;
   o.claim_ttl = std::chrono::milliseconds(-5);
   CHECK_THROWS_AS(outbox::drain(db, "t", [](const outbox::message&) {}, o), invalid_argument);
+  o = {};
+  o.batch = 10001;
+  db.write([](transaction& tx) { outbox::publish(tx, "t", "x"); });
+  int handled = 0;
+  CHECK_THROWS_AS(outbox::drain(db, "t", [&](const outbox::message&) { ++handled; }, o), invalid_argument);
+  CHECK_THROWS_AS(outbox::drain(db, std::string(201, 't'), [&](const outbox::message&) { ++handled; }), invalid_argument);
+  CHECK(handled == 0);
+  o.batch = 10000;
+  CHECK(outbox::drain(db, "t", [&](const outbox::message&) { ++handled; }, o) == 1); // the bound itself; nothing was claimed before
+  CHECK(handled == 1);
 }
 
 TEST_CASE("concurrent drainers deliver every message, none twice") {
