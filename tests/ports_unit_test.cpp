@@ -99,6 +99,39 @@ protected:
   }
 };
 
+// One broken rule at a time, to prove the blob suite names each one.
+enum class blob_defect { get_absent_returns_empty, get_absent_throws_runtime_error, get_absent_wrong_code, exists_always, list_drops_key,
+                         list_without_sizes, list_without_times };
+class defective_store final : public blob_store {
+  std::unique_ptr<blob_store> inner_ = make_memory_blob_store();
+  blob_defect d_;
+
+public:
+  explicit defective_store(blob_defect d) : d_(d) {}
+
+protected:
+  std::unique_ptr<blob_writer> do_open_writer() override { return inner_->open_writer(); }
+  std::string do_get(const std::string& k) override {
+    if (!inner_->exists(k)) {
+      if (d_ == blob_defect::get_absent_returns_empty) return {};
+      if (d_ == blob_defect::get_absent_throws_runtime_error) throw std::runtime_error("driver said no");
+      if (d_ == blob_defect::get_absent_wrong_code) raise(errc::backend_error, "not there");
+    }
+    return inner_->get(k);
+  }
+  bool do_exists(const std::string& k) override { return d_ == blob_defect::exists_always || inner_->exists(k); }
+  bool do_remove(const std::string& k) override { return inner_->remove(k); }
+  std::vector<blob_info> do_list() override {
+    auto l = inner_->list();
+    if (d_ == blob_defect::list_drops_key && !l.empty()) l.pop_back();
+    for (auto& b : l) {
+      if (d_ == blob_defect::list_without_sizes) b.size = 0;
+      if (d_ == blob_defect::list_without_times) b.modified_us = 0;
+    }
+    return l;
+  }
+};
+
 } // namespace
 
 TEST_CASE("conformance: memory blob store") {
@@ -325,4 +358,21 @@ TEST_CASE("the FTS5 index reports an unopenable path, a non-database file and a 
   CHECK(code_of([&] { ix->remove_file(1); }) == errc::backend_error);
   CHECK(code_of([&] { ix->count(); }) == errc::backend_error);
   CHECK(code_of([&] { ix->query("alpha"); }) == errc::backend_error);
+}
+
+TEST_CASE("the blob conformance suite names the rule a store breaks, including how a wrong error was raised") {
+  const std::vector<std::pair<blob_defect, std::string>> cases = {
+      {blob_defect::get_absent_returns_empty, "get() of an absent key throws not_found (did not throw)"},
+      {blob_defect::get_absent_throws_runtime_error, "(threw a non-casecore exception: driver said no)"},
+      {blob_defect::get_absent_wrong_code, "get() of an absent key throws not_found (threw backend_error: "},
+      {blob_defect::exists_always, "exists() is false for an absent key"},
+      {blob_defect::list_drops_key, "list() returns every key in order"},
+      {blob_defect::list_without_sizes, "list() reports blob sizes"},
+      {blob_defect::list_without_times, "list() reports a modification time"},
+  };
+  for (const auto& [defect, rule] : cases) {
+    CAPTURE(rule);
+    CHECK_THROWS_WITH_AS(casecore::testing::check_blob_store([d = defect] { return std::make_unique<defective_store>(d); }),
+                         doctest::Contains(rule.c_str()), casecore::testing::conformance_failure);
+  }
 }
