@@ -478,7 +478,15 @@ TEST_CASE("job limits: stages, payload, attempts, claim batch and limits, prune 
     CHECK_THROWS_AS(jobs::enqueue(tx, spec("op", "d")), invalid_argument);
     CHECK_THROWS_AS(jobs::enqueue_bulk(tx, std::vector<jobs::job_spec>{spec("op", "e")}), invalid_argument);
   });
+  CHECK_THROWS_AS(jobs::enqueue(db, spec(std::string(101, 'o'), "f")), invalid_argument);
+  CHECK_THROWS_AS(jobs::enqueue(db, spec("op", "g", {std::string(65, 's')})), invalid_argument);
+  CHECK_THROWS_AS(jobs::enqueue(db, spec("op", "h", {"two words"})), invalid_argument);
+  CHECK_THROWS_AS(jobs::enqueue(db, spec("op", "i", {"a/b"})), invalid_argument);
   CHECK(count(db, "1=1") == 0);
+  CHECK(jobs::enqueue(db, spec(std::string(100, 'o'), "j", {"Scan.v2:pre-check_1", std::string(64, 's')})).created); // '.', ':', '-', '_' are name characters
+  CHECK(jobs::heartbeat(db, std::span<const jobs::claim_ref>(), std::chrono::seconds(30)).empty()); // nothing to extend
+  CHECK(count(db, "1=1") == 1);
+  db.write([](transaction& tx) { tx.exec("DELETE FROM casecore_jobs"); });
   // The bounds themselves are accepted.
   many.pop_back();
   big.payload.pop_back();

@@ -2,6 +2,8 @@
 #include <casecore/url.hpp>
 #include <doctest/doctest.h>
 
+#include <chrono>
+
 using namespace casecore;
 
 TEST_CASE("sqlite URLs parse to a path") {
@@ -188,4 +190,20 @@ TEST_CASE("url_param and apply_pool_params: absent keys fall back, bad values an
   CHECK(ok.size == 4);
   CHECK(ok.overflow == 10000);
   CHECK(ok.acquire_timeout == std::chrono::milliseconds(1500));
+}
+
+TEST_CASE("open() reports a libpq option libpq refuses as configuration at once, never as a server to wait for") {
+  for (const char* opt : {"sslmode=bogus", "target_session_attrs=bogus", "connect_timeout=abc"}) {
+    const std::string url = std::string("postgresql://nobody@127.0.0.1:1/none?") + opt;
+    CAPTURE(url);
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      open(url);
+      FAIL("opened with an invalid option");
+    } catch (const error& e) {
+      CHECK(e.code() == errc::configuration);
+      CHECK_FALSE(e.retryable());
+    }
+    CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10)); // not the 15 s reconnect budget
+  }
 }
