@@ -452,3 +452,33 @@ TEST_CASE("an operation's own handler takes precedence over the generic one; a s
   CHECK(scalar(db, "SELECT count(*) FROM stage_runs s JOIN casecore_jobs j ON j.id = s.job_id WHERE j.subject = 'file:2' AND s.who = 'generic'") == 4);
   CHECK(active(db) == 0);
 }
+
+TEST_CASE("a handler sees cancel_requested() once its stage commit reports a cancel; writes through the context are fenced") {
+  scratch_database s;
+  auto db = migrated("", &s);
+  make_tables(db);
+  const auto id = db.write([](transaction& tx) { return jobs::enqueue(tx, casescope.make("full", "file:1")).id; });
+  auto o = matrix_options();
+  o.batch = 1;
+  jobs::worker w(db, o);
+  std::vector<std::string> ran;
+  bool before = true, after = false, stop_requested = true;
+  w.on_stage("count", [&](jobs::job_context& c) {
+    ran.push_back(c.stage());
+    c.write([&](transaction& tx) { tx.exec("INSERT INTO victim(job_id) VALUES($1)", c.current().id); });
+    before = c.cancel_requested();
+    stop_requested = c.stop_token().stop_requested();
+    CHECK(jobs::cancel(db, c.current().id)); // an operator cancels the running job
+    c.complete([](transaction&) {});
+    after = c.cancel_requested();
+  });
+  for (const auto* stage : {"index", "rules", "iocs"}) w.on_stage(stage, [&](jobs::job_context& c) { ran.push_back(c.stage()); });
+  CHECK(w.run_once() == 1);
+  CHECK_FALSE(before);
+  CHECK_FALSE(stop_requested);
+  CHECK(after);
+  CHECK(ran == std::vector<std::string>{"count"}); // stopped at the next stage boundary
+  CHECK(jobs::get(db, id)->state == jobs::job_state::cancelled);
+  CHECK(scalar(db, "SELECT count(*) FROM victim") == 1);
+  CHECK(w.stats().cancelled == 1);
+}
