@@ -417,6 +417,36 @@ TEST_CASE("SQLite: every spelling of synchronous the URL parser accepts opens wi
   CHECK_THROWS_AS(casecore::open(plain + "?synchronous=fast"), bad_url);
 }
 
+TEST_CASE("PostgreSQL: blobs read back byte for byte whatever the server's bytea_output") {
+  // Regression: a server, database or role with bytea_output = 'escape' made every blob read back
+  // empty (only the hex format was decoded), silently.
+  scratch_database s;
+  if (s.kind() != backend_kind::postgres) return;
+  if (casecore::testing::behind_test_pooler()) {
+    MESSAGE("skipped behind a pooler: PgBouncer refuses the startup option this test sets");
+    return;
+  }
+  blob all;
+  for (int i = 0; i < 256; ++i) all.bytes.push_back(static_cast<std::byte>(i));
+  all.bytes.push_back(std::byte{'\\'});
+  all.bytes.push_back(std::byte{'7'});
+  auto plain = s.open();
+  plain.write([&](transaction& tx) {
+    tx.exec_script("CREATE TABLE bytes_out(id BIGINT PRIMARY KEY, b BYTEA)");
+    tx.exec("INSERT INTO bytes_out VALUES(1, $1), (2, $2)", all, blob{});
+  });
+  for (const char* format : {"hex", "escape"}) {
+    CAPTURE(std::string(format));
+    auto db = casecore::open(s.url() + "&options=-cbytea_output%3D" + format);
+    CHECK(db.read([](transaction& tx) { return tx.query_one<std::string>("SHOW bytea_output"); }) == format);
+    db.read([&](transaction& tx) {
+      auto r = tx.exec("SELECT b FROM bytes_out ORDER BY id");
+      CHECK(r[0].get<blob>(0) == all);
+      CHECK(r[1].get<blob>(0).bytes.empty());
+    });
+  }
+}
+
 TEST_CASE("PostgreSQL: transactions state their isolation level whatever the server default") {
   // Regression (adversarial review, defect 3): a bare BEGIN inherited default_transaction_isolation.
   scratch_database s;
