@@ -15,11 +15,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-# The floors sit just under today's figures (95.1-95.2 % lines, 78.5-78.6 % branches over two runs;
-# timing-dependent paths move them by about 0.1) so a change that drops coverage fails; raise them
-# as tests are added. Issue 10's target is 95 % / 85 % (docs/testing.md has the history and the gap).
-min_lines=${CASECORE_COVERAGE_MIN_LINES:-94.9}
-min_branches=${CASECORE_COVERAGE_MIN_BRANCHES:-78.2}
+# The floors sit just under today's figures (96.6 % lines, 85.4 % branches; timing-dependent paths
+# move them by about 0.1) so a change that drops coverage fails; raise them as tests are added.
+# Issue 10's target is 95 % / 85 % (docs/testing.md has the history).
+min_lines=${CASECORE_COVERAGE_MIN_LINES:-96.4}
+min_branches=${CASECORE_COVERAGE_MIN_BRANCHES:-85.1}
 build=1
 keep_going=0
 for a in "$@"; do

@@ -223,6 +223,9 @@ info force_release(database& db, std::string_view name) {
 
 void check(transaction& tx, std::string_view name, std::int64_t token) {
   check_name(name);
+  // A fence guards a write; in a read transaction PostgreSQL refuses FOR KEY SHARE with 25006, which
+  // reads as a standby (connection_lost, the connection dropped) instead of the caller's mistake.
+  if (!tx.writable()) raise(errc::invalid_argument, "lease::check needs a write transaction (it fences a write)");
   const auto ok = tx.query_optional<std::int64_t>(tx.dialect() == dialect::postgresql ? check_pg : check_sqlite, name, token);
   if (!ok) {
     throw lease_lost("lease '" + std::string(name) + "' token " + std::to_string(token) + " is stale or expired");

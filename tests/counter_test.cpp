@@ -391,3 +391,41 @@ TEST_CASE("seed_from_table refuses a legacy maximum that is not a 64-bit integer
   CHECK(db.write([](transaction& tx) { return counter::seed_from_table(tx, "l", "", "legacy_max", "x"); }) == int64_max);
   check_overflow_refused(db, [](transaction& tx) { counter::next(tx, "l"); });
 }
+
+TEST_CASE("seeding a counter needs a write transaction and a non-negative value; a refused seed writes nothing") {
+  scratch_database s;
+  auto db = migrated(s);
+  db.read([](transaction& tx) { CHECK_THROWS_AS(counter::seed_from_max(tx, "invoice", "", 10), invalid_argument); });
+  db.write([](transaction& tx) { CHECK_THROWS_AS(counter::seed_from_max(tx, "invoice", "", -1), invalid_argument); });
+  db.read([](transaction& tx) { CHECK(counter::list(tx, "invoice").empty()); });
+  db.write([](transaction& tx) {
+    CHECK(counter::seed_from_max(tx, "invoice", "", 10) == 10);
+    CHECK(counter::seed_from_max(tx, "invoice", "", 3) == 10); // never lowers
+  });
+}
+
+TEST_CASE("seed_from_table takes an integral maximum stored as floating point or text, and refuses fractions and words") {
+  scratch_database s;
+  auto db = migrated(s);
+  db.write([](transaction& tx) {
+    tx.exec_script("CREATE TABLE lg_real(x DOUBLE PRECISION); CREATE TABLE lg_frac(x DOUBLE PRECISION); "
+                   "CREATE TABLE lg_text(x TEXT); CREATE TABLE lg_text_real(x TEXT); CREATE TABLE lg_word(x TEXT)");
+    tx.exec("INSERT INTO lg_real(x) VALUES($1)", 41.0);
+    tx.exec("INSERT INTO lg_frac(x) VALUES($1)", 41.5);
+    tx.exec("INSERT INTO lg_text(x) VALUES($1)", std::string("77"));
+    tx.exec("INSERT INTO lg_text_real(x) VALUES($1)", std::string("12.0"));
+    tx.exec("INSERT INTO lg_word(x) VALUES($1)", std::string("INV-12"));
+  });
+  CHECK(db.write([](transaction& tx) { return counter::seed_from_table(tx, "a", "", "lg_real", "x"); }) == 41);
+  CHECK(db.write([](transaction& tx) { return counter::seed_from_table(tx, "b", "", "lg_text", "x"); }) == 77);
+  CHECK(db.write([](transaction& tx) { return counter::seed_from_table(tx, "c", "", "lg_text_real", "x"); }) == 12);
+  CHECK_THROWS_AS(db.write([](transaction& tx) { counter::seed_from_table(tx, "d", "", "lg_frac", "x"); }), invalid_argument);
+  CHECK_THROWS_AS(db.write([](transaction& tx) { counter::seed_from_table(tx, "e", "", "lg_word", "x"); }), invalid_argument);
+  db.read([](transaction& tx) {
+    const auto all = counter::list(tx);
+    REQUIRE(all.size() == 3); // the refused seeds wrote nothing
+    CHECK(counter::current(tx, "a") == 41);
+    CHECK(counter::current(tx, "c") == 12);
+  });
+  CHECK(db.write([](transaction& tx) { return counter::next(tx, "b"); }) == 78);
+}

@@ -41,4 +41,16 @@ TEST_CASE("injected transient faults are retried and lose or duplicate nothing")
 TEST_CASE("fault rates are validated") {
   CHECK_THROWS_AS(testing::fault_injector(testing::fault_options{-0.1, 0, 0, 0}), invalid_argument);
   CHECK_THROWS_AS(testing::fault_injector(testing::fault_options{0.6, 0.6, 0, 0}), invalid_argument);
+  CHECK_THROWS_AS(testing::fault_injector(testing::fault_options{0, 1.5, 0, 0}), invalid_argument);
+  CHECK_THROWS_AS(testing::fault_injector(testing::fault_options{0, 0, -0.5, 0}), invalid_argument);
+  CHECK_THROWS_AS(testing::fault_injector(testing::fault_options{0, 0.5, 0.6, 0}), invalid_argument);
+  CHECK_NOTHROW(testing::fault_injector(testing::fault_options{0.2, 0.3, 0.5, 0})); // a sum of exactly 1
+}
+
+TEST_CASE("a database with injected faults says so in its description") {
+  testing::scratch_database s;
+  auto injector = std::make_shared<testing::fault_injector>(testing::fault_options{0, 0, 0, 1});
+  auto db = testing::open_with_faults(s.url(), injector);
+  CHECK(db.describe().ends_with(" (with injected faults)"));
+  CHECK(db.read([](transaction& tx) { return tx.query_one<std::int64_t>("SELECT 1"); }) == 1);
 }

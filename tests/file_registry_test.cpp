@@ -384,3 +384,24 @@ TEST_CASE("re-indexing a registered file with event ids never duplicates documen
   CHECK(index->count() == 3);
   CHECK(index->query("event").size() == 3);
 }
+
+TEST_CASE("a registry refuses a chunk size of 0 or above 64 MiB, and register_staged outside a write transaction") {
+  scratch_database s;
+  auto db = s.open();
+  migrate(db);
+  auto store = make_local_blob_store(s.folder() / "blobs");
+  file_registry_options o;
+  o.chunk_size = 0;
+  CHECK_THROWS_AS([&] { file_registry r(db, *store, o); }(), invalid_argument);
+  o.chunk_size = (64u << 20) + 1;
+  CHECK_THROWS_AS([&] { file_registry r(db, *store, o); }(), invalid_argument);
+  o.chunk_size = 1; // the smallest buffer still registers the right bytes
+  file_registry reg(db, *store, o);
+  std::istringstream in(content_of(3));
+  const auto staged = reg.stage(in);
+  CHECK_THROWS_AS(db.read([&](transaction& tx) { reg.register_staged(tx, "case-1", staged, "x.bin"); }), invalid_argument);
+  CHECK(reg.files_of_case("case-1").empty());
+  const auto r = db.write([&](transaction& tx) { return reg.register_staged(tx, "case-1", staged, "x.bin"); });
+  CHECK(r.sha256 == sha256_hex(content_of(3)));
+  CHECK(reg.read(r.id) == content_of(3));
+}

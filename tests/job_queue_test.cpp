@@ -461,3 +461,73 @@ TEST_CASE("bad job input is rejected before anything is written") {
   CHECK_THROWS_AS(jobs::claim(db, o), invalid_argument);
   CHECK_THROWS_AS(jobs::prune(db, -1ms), invalid_argument);
 }
+
+TEST_CASE("job limits: stages, payload, attempts, claim batch and limits, prune batch; read transactions; nothing written") {
+  scratch_database s;
+  auto db = migrated(s);
+  std::vector<std::string> many;
+  for (int i = 0; i < 65; ++i) many.push_back("s" + std::to_string(i));
+  CHECK_THROWS_AS(jobs::enqueue(db, spec("op", "a", many)), invalid_argument);
+  auto big = spec("op", "b");
+  big.payload.assign(1024 * 1024 + 1, 'p');
+  CHECK_THROWS_AS(jobs::enqueue(db, big), invalid_argument);
+  auto attempts = spec("op", "c");
+  attempts.max_attempts = 1001;
+  CHECK_THROWS_AS(jobs::enqueue(db, attempts), invalid_argument);
+  db.read([](transaction& tx) {
+    CHECK_THROWS_AS(jobs::enqueue(tx, spec("op", "d")), invalid_argument);
+    CHECK_THROWS_AS(jobs::enqueue_bulk(tx, std::vector<jobs::job_spec>{spec("op", "e")}), invalid_argument);
+  });
+  CHECK_THROWS_AS(jobs::enqueue(db, spec(std::string(101, 'o'), "f")), invalid_argument);
+  CHECK_THROWS_AS(jobs::enqueue(db, spec("op", "g", {std::string(65, 's')})), invalid_argument);
+  CHECK_THROWS_AS(jobs::enqueue(db, spec("op", "h", {"two words"})), invalid_argument);
+  CHECK_THROWS_AS(jobs::enqueue(db, spec("op", "i", {"a/b"})), invalid_argument);
+  CHECK(count(db, "1=1") == 0);
+  CHECK(jobs::enqueue(db, spec(std::string(100, 'o'), "j", {"Scan.v2:pre-check_1", std::string(64, 's')})).created); // '.', ':', '-', '_' are name characters
+  CHECK(jobs::heartbeat(db, std::span<const jobs::claim_ref>(), std::chrono::seconds(30)).empty()); // nothing to extend
+  CHECK(count(db, "1=1") == 1);
+  db.write([](transaction& tx) { tx.exec("DELETE FROM casecore_jobs"); });
+  // The bounds themselves are accepted.
+  many.pop_back();
+  big.payload.pop_back();
+  attempts.max_attempts = 1000;
+  CHECK(jobs::enqueue(db, spec("op", "a", many)).created);
+  CHECK(jobs::enqueue(db, big).created);
+  CHECK(jobs::enqueue(db, attempts).created);
+
+  CHECK_THROWS_AS(jobs::claim(db, claimer("w", 1001)), invalid_argument);
+  auto limits = claimer("w");
+  limits.max_running = -1;
+  CHECK_THROWS_AS(jobs::claim(db, limits), invalid_argument);
+  limits = claimer("w");
+  limits.max_per_key = -1;
+  CHECK_THROWS_AS(jobs::claim(db, limits), invalid_argument);
+  CHECK(count(db, "state = 'running'") == 0); // no refused claim took a job
+  CHECK_THROWS_AS(jobs::prune(db, jobs::retention{1h, 0}, 0), invalid_argument);
+  CHECK_THROWS_AS(jobs::prune(db, jobs::retention{1h, 0}, 10001), invalid_argument);
+  CHECK(count(db, "1=1") == 3);
+}
+
+TEST_CASE("completing a stage other than the current one, or one job twice in a batch, is refused and completes nothing") {
+  scratch_database s;
+  auto db = migrated(s);
+  jobs::enqueue(db, spec("op", "file:1", {"a", "b"}));
+  auto got = jobs::claim(db, claimer("w"));
+  REQUIRE(got.size() == 1);
+  const jobs::claim_ref ref{got[0].id, got[0].lease_epoch};
+  try {
+    db.write([&](transaction& tx) { jobs::complete_stage(tx, ref, 1, 0); });
+    FAIL("completing stage 1 while the job is at stage 0 was accepted");
+  } catch (const invalid_argument& e) {
+    CHECK(std::string(e.what()).find("is at stage 0, not 1") != std::string::npos);
+  }
+  const jobs::stage_done twice[] = {{ref, 0, 0}, {ref, 0, 0}};
+  CHECK_THROWS_AS(db.write([&](transaction& tx) { jobs::complete_stages(tx, twice); }), invalid_argument);
+  db.write([&](transaction& tx) { CHECK(jobs::complete_stages(tx, std::span<const jobs::stage_done>()).empty()); });
+  CHECK(jobs::get(db, ref.id)->current_stage == 0);
+  CHECK(jobs::stages(db, ref.id).empty());
+  // A failure reported for a stage the job does not declare keeps the error but records no stage row.
+  CHECK(jobs::fail(db, ref, 7, "boom", {1h, 1h}) != jobs::job_state::failed);
+  CHECK(jobs::get(db, ref.id)->last_error == "boom");
+  CHECK(jobs::stages(db, ref.id).empty());
+}

@@ -402,3 +402,30 @@ TEST_CASE("PostgreSQL: a holder renews and releases while its own checked write 
   writer.join();
   CHECK(guarded_rows(db) == 1);
 }
+
+TEST_CASE("lease writes inside a read transaction are refused and change nothing") {
+  scratch_database s;
+  auto db = open_migrated(s);
+  const auto g = lease::try_acquire(db, "case:1:export", "alice", 10s);
+  REQUIRE(g);
+  db.read([&](transaction& tx) {
+    CHECK_THROWS_AS(lease::try_acquire(tx, "case:2:export", "bob", 10s), invalid_argument);
+    CHECK_THROWS_AS(lease::renew(tx, *g, 20s), invalid_argument);
+    CHECK_THROWS_AS(lease::release(tx, *g), invalid_argument);
+  });
+  db.write([&](transaction& tx) { CHECK_NOTHROW(lease::check(tx, g->name, g->token)); }); // still held
+  CHECK(lease::try_acquire(db, "case:1:export", "bob", 10s) == std::nullopt);
+  CHECK(db.read([](transaction& tx) { return tx.query_one<std::int64_t>("SELECT count(*) FROM casecore_leases WHERE name = 'case:2:export'"); }) == 0);
+}
+
+TEST_CASE("lease::check in a read transaction is the caller's mistake (invalid_argument), not a lost connection") {
+  // Regression: on PostgreSQL the FOR KEY SHARE of a fence in a read-only transaction failed with
+  // 25006, reported as connection_lost (retryable; the connection was dropped); on SQLite it passed.
+  scratch_database s;
+  auto db = open_migrated(s);
+  const auto g = lease::try_acquire(db, "case:3:export", "alice", 10s);
+  REQUIRE(g);
+  CHECK_THROWS_AS(db.read([&](transaction& tx) { lease::check(tx, g->name, g->token); }), invalid_argument);
+  CHECK(db.pool_stats().reconnects == 0);
+  db.write([&](transaction& tx) { CHECK_NOTHROW(lease::check(tx, g->name, g->token)); });
+}

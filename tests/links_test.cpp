@@ -58,3 +58,10 @@ TEST_CASE("links are unique rows; a conflicting link is already_exists") {
   CHECK(lost == 7);
   CHECK(db.read([](transaction& tx) { return links::targets(tx, "one", 7).size(); }) == 1);
 }
+
+TEST_CASE("links need a write transaction; a refused link writes nothing") {
+  scratch_database s;
+  auto db = migrated(s);
+  db.read([](transaction& tx) { CHECK_THROWS_AS(links::link(tx, "ro_wo", 1, 100, link_cardinality::many_to_many), invalid_argument); });
+  db.read([](transaction& tx) { CHECK(links::targets(tx, "ro_wo", 1).empty()); });
+}

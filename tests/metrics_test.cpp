@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include <barrier>
+#include <cmath>
 #include <latch>
 #include <map>
 #include <set>
@@ -213,4 +214,77 @@ TEST_CASE("health: PostgreSQL deadlocks show up as deadlocks in the last hour") 
   // An hour later the window has moved past the deadlock.
   const auto later = m.check(std::chrono::steady_clock::now() + std::chrono::minutes(61));
   for (const auto& f : later.findings) CHECK(f.check != "main.deadlocks_per_hour");
+}
+
+TEST_CASE("metrics: metric and label names follow Prometheus' grammar exactly; bounds must be finite") {
+  metrics::registry r;
+  for (const std::string& bad : {std::string(), std::string(201, 'm'), std::string("a-b"), std::string("a b"), std::string("9lives")})
+    CHECK_THROWS_AS(r.counter(bad, "h"), invalid_argument);
+  CHECK_NOTHROW(r.counter(std::string(200, 'm'), "h"));
+  CHECK_NOTHROW(r.counter("ns:sub_x9_total", "h")); // ':' and digits after the first character
+  for (const std::string& bad : {std::string(), std::string(101, 'l'), std::string("a-b"), std::string("9a"), std::string("a:b")})
+    CHECK_THROWS_AS(r.counter("y_total", "h", {{bad, "v"}}), invalid_argument);
+  CHECK_NOTHROW(r.counter("y_total", "h", {{"_l9", "v"}}));
+  CHECK_THROWS_AS(r.histogram("h_seconds", "h", {}, {0.5, INFINITY}), invalid_argument);
+  CHECK_THROWS_AS(r.histogram("h_seconds", "h", {}, {NAN}), invalid_argument);
+  scratch_database s;
+  CHECK_THROWS_AS(r.add_database(s.open(), ""), invalid_argument);
+  const auto text = r.prometheus_text();
+  CHECK(text.find("h_seconds") == std::string::npos); // refused registrations left no family behind
+  CHECK(text.find("a-b") == std::string::npos);
+}
+
+TEST_CASE("metrics: a histogram without bounds gets the default seconds buckets; NaN and infinities render by name") {
+  metrics::registry r;
+  r.histogram("op_seconds", "Op time").observe(0.003);
+  r.gauge("g_nan", "h").set(NAN);
+  r.gauge("g_neg", "h").set(-INFINITY);
+  r.gauge("g_pos", "h").set(INFINITY);
+  const auto text = r.prometheus_text();
+  for (const auto* le : {"0.001", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"})
+    CHECK_MESSAGE(text.find(std::string("op_seconds_bucket{le=\"") + le + "\"}") != std::string::npos, le);
+  CHECK(has_line(text, "op_seconds_bucket{le=\"0.001\"} 0"));
+  CHECK(has_line(text, "op_seconds_bucket{le=\"0.005\"} 1"));
+  CHECK(has_line(text, "g_nan NaN"));
+  CHECK(has_line(text, "g_neg -Inf"));
+  CHECK(has_line(text, "g_pos +Inf"));
+  check_grouping(text);
+}
+
+TEST_CASE("metrics: a collector's sink refuses a bad name, a second type for a name, and mismatched histogram counts") {
+  metrics::sample_sink sink;
+  sink.counter("jobs_total", "h", {}, 1);
+  CHECK_THROWS_AS(sink.gauge("jobs_total", "h", {}, 1), invalid_argument);
+  CHECK_THROWS_AS(sink.counter("bad name", "h", {}, 1), invalid_argument);
+  CHECK_THROWS_AS(sink.histogram("lat_seconds", "h", {}, {0.1, 1}, {1, 2}, 0.3), invalid_argument); // needs 3 counts
+  sink.histogram("lat_seconds", "h", {}, {0.1, 1}, {1, 2, 3}, 9.5);
+  const auto fams = sink.take();
+  REQUIRE(fams.size() == 2);
+  CHECK(fams[0].samples.size() == 1);
+  const auto text = metrics::to_prometheus(fams);
+  CHECK(has_line(text, "lat_seconds_bucket{le=\"0.1\"} 1"));
+  CHECK(has_line(text, "lat_seconds_bucket{le=\"1\"} 3"));
+  CHECK(has_line(text, "lat_seconds_bucket{le=\"+Inf\"} 6"));
+  CHECK(has_line(text, "lat_seconds_count 6"));
+}
+
+TEST_CASE("health: a database needs a name to be watched; a refused one adds no finding") {
+  scratch_database s;
+  health::monitor m;
+  CHECK_THROWS_AS(m.add_database(s.open(), ""), invalid_argument);
+  const auto r = m.check();
+  CHECK(r.overall == health::status::ok);
+  CHECK(r.findings.empty());
+}
+
+TEST_CASE("health: a queue whose length cannot be read is a critical finding that names the queue and the cause") {
+  health::monitor m;
+  m.add_queue("imports", [] { return 3.0; }, 10, 20);
+  m.add_queue("jobs", []() -> double { throw std::runtime_error("database unreachable"); }, 10, 20);
+  const auto r = m.check();
+  CHECK(r.overall == health::status::critical);
+  REQUIRE(r.findings.size() == 1);
+  CHECK(r.findings[0].level == health::status::critical);
+  CHECK(r.findings[0].check == "jobs.queue_length");
+  CHECK(r.findings[0].reason.find("database unreachable") != std::string::npos);
 }

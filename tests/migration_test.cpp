@@ -43,6 +43,12 @@ TEST_CASE("a changed or duplicate migration is refused") {
   CHECK_THROWS_AS(migrate(db, dup), invalid_argument);
   dup = {{"app", 0, "zero", "SELECT 1", "", ""}};
   CHECK_THROWS_AS(migrate(db, dup), invalid_argument);
+  dup = {{"", 1, "no component", "CREATE TABLE never1(x INTEGER)", "", ""}};
+  CHECK_THROWS_AS(migrate(db, dup), invalid_argument);
+  dup = {{std::string(65, 'c'), 1, "long component", "CREATE TABLE never2(x INTEGER)", "", ""}};
+  CHECK_THROWS_AS(migrate(db, dup), invalid_argument);
+  CHECK(schema_version(db, "") == 0);
+  CHECK(schema_version(db, std::string(65, 'c')) == 0);
 }
 
 TEST_CASE("a failing migration leaves nothing behind") {

@@ -133,3 +133,14 @@ TEST_CASE("processes: concurrent reorders leave a permutation") {
   check_permutation(db, 10, 10 + 3 * 6);
 }
 
+
+TEST_CASE("ordered list writes need a write transaction; a refused write changes nothing") {
+  scratch_database s;
+  auto db = migrated(s);
+  db.write([](transaction& tx) { ordered_list::append(tx, "queue", "case:1", 7); });
+  db.read([](transaction& tx) {
+    CHECK_THROWS_AS(ordered_list::append(tx, "queue", "case:1", 8), invalid_argument);
+    CHECK_THROWS_AS(ordered_list::remove(tx, "queue", "case:1", 7), invalid_argument);
+  });
+  db.read([](transaction& tx) { CHECK(ordered_list::read(tx, "queue", "case:1").items == std::vector<std::int64_t>{7}); });
+}

@@ -56,6 +56,16 @@ TEST_CASE("bad outbox input is a typed error") {
   o.batch = 1;
   o.claim_ttl = std::chrono::milliseconds(-5);
   CHECK_THROWS_AS(outbox::drain(db, "t", [](const outbox::message&) {}, o), invalid_argument);
+  o = {};
+  o.batch = 10001;
+  db.write([](transaction& tx) { outbox::publish(tx, "t", "x"); });
+  int handled = 0;
+  CHECK_THROWS_AS(outbox::drain(db, "t", [&](const outbox::message&) { ++handled; }, o), invalid_argument);
+  CHECK_THROWS_AS(outbox::drain(db, std::string(201, 't'), [&](const outbox::message&) { ++handled; }), invalid_argument);
+  CHECK(handled == 0);
+  o.batch = 10000;
+  CHECK(outbox::drain(db, "t", [&](const outbox::message&) { ++handled; }, o) == 1); // the bound itself; nothing was claimed before
+  CHECK(handled == 1);
 }
 
 TEST_CASE("concurrent drainers deliver every message, none twice") {
@@ -80,4 +90,14 @@ TEST_CASE("concurrent drainers deliver every message, none twice") {
   CHECK(delivered.size() == messages);
   for (const auto& [k, n] : delivered) CHECK(n == 1);
   CHECK(outbox::pending(db, "t") == 0);
+}
+
+TEST_CASE("publishing needs a write transaction and a payload of at most 16 MiB; a refused publish writes nothing") {
+  scratch_database s;
+  auto db = s.open();
+  migrate(db);
+  db.read([](transaction& tx) { CHECK_THROWS_AS(outbox::publish(tx, "case.closed", "{}"), invalid_argument); });
+  db.write([](transaction& tx) { CHECK_THROWS_AS(outbox::publish(tx, "case.closed", std::string(16 * 1024 * 1024 + 1, 'x')), invalid_argument); });
+  CHECK(db.read([](transaction& tx) { return tx.query_one<std::int64_t>("SELECT count(*) FROM casecore_outbox"); }) == 0);
+  db.write([](transaction& tx) { CHECK(outbox::publish(tx, "case.closed", std::string(16 * 1024 * 1024, 'x')) > 0); }); // the bound itself
 }

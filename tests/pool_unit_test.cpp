@@ -208,3 +208,11 @@ TEST_CASE("overflow connections close once they idled the configured time with n
   CHECK(p.metrics().idle == 1);
   CHECK(p.metrics().recycled == 2);
 }
+
+TEST_CASE("a pool of size 0 is refused before it connects") {
+  auto b = std::make_shared<probe_backend>();
+  pool_options o;
+  o.size = 0;
+  CHECK_THROWS_AS([&] { detail::pool p(b, o); }(), invalid_argument);
+  CHECK(b->connects == 0);
+}

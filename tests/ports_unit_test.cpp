@@ -2,6 +2,8 @@
 // local store and the FTS5 index shared across processes. The suites themselves must be able to
 // fail: a deliberately broken store is rejected.
 #include <casecore/detail/token.hpp>
+#include <casecore/hash.hpp>
+#include <casecore/open.hpp>
 #include <casecore/ports/blob_store.hpp>
 #include <casecore/ports/search_index.hpp>
 #include <casecore/testing/conformance.hpp>
@@ -10,6 +12,8 @@
 #include <doctest/doctest.h>
 
 #include <cstdio>
+#include <fstream>
+#include <functional>
 #include <set>
 
 using namespace casecore;
@@ -92,6 +96,39 @@ protected:
     std::string q;
     for (const auto& x : w) q += x + " ";
     return inner_->query(q, limit);
+  }
+};
+
+// One broken rule at a time, to prove the blob suite names each one.
+enum class blob_defect { get_absent_returns_empty, get_absent_throws_runtime_error, get_absent_wrong_code, exists_always, list_drops_key,
+                         list_without_sizes, list_without_times };
+class defective_store final : public blob_store {
+  std::unique_ptr<blob_store> inner_ = make_memory_blob_store();
+  blob_defect d_;
+
+public:
+  explicit defective_store(blob_defect d) : d_(d) {}
+
+protected:
+  std::unique_ptr<blob_writer> do_open_writer() override { return inner_->open_writer(); }
+  std::string do_get(const std::string& k) override {
+    if (!inner_->exists(k)) {
+      if (d_ == blob_defect::get_absent_returns_empty) return {};
+      if (d_ == blob_defect::get_absent_throws_runtime_error) throw std::runtime_error("driver said no");
+      if (d_ == blob_defect::get_absent_wrong_code) raise(errc::backend_error, "not there");
+    }
+    return inner_->get(k);
+  }
+  bool do_exists(const std::string& k) override { return d_ == blob_defect::exists_always || inner_->exists(k); }
+  bool do_remove(const std::string& k) override { return inner_->remove(k); }
+  std::vector<blob_info> do_list() override {
+    auto l = inner_->list();
+    if (d_ == blob_defect::list_drops_key && !l.empty()) l.pop_back();
+    for (auto& b : l) {
+      if (d_ == blob_defect::list_without_sizes) b.size = 0;
+      if (d_ == blob_defect::list_without_times) b.modified_us = 0;
+    }
+    return l;
   }
 };
 
@@ -226,4 +263,116 @@ TEST_CASE("processes sharing one FTS5 index file never duplicate a document id")
       for (int i = 0; i < 20; ++i) expected.insert("doc-" + std::to_string((me * 13 + round * 7 + i) % 60));
   CHECK(ix->count() == expected.size());
   CHECK(ix->query("shared process", 1000).size() == expected.size());
+}
+
+TEST_CASE("conformance: local blob store with fsync off (throwaway data) keeps the same contract") {
+  temp_dir d;
+  local_blob_store_options o;
+  o.fsync = false;
+  CHECK_NOTHROW(casecore::testing::check_blob_store([&] { return make_local_blob_store(d.fresh(), o); }));
+}
+
+namespace {
+errc code_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const casecore::error& e) {
+    return e.code();
+  }
+  FAIL("no casecore::error thrown");
+  return errc::internal;
+}
+} // namespace
+
+TEST_CASE("the local store refuses planted links, folders and files where blobs or shards belong, leaving no temporary") {
+  temp_dir d;
+  auto s = make_local_blob_store(d.path);
+  CHECK(code_of([] { make_local_blob_store(""); }) == errc::invalid_argument);
+  fs::create_directories(d.path / "objects" / "li");
+  std::ofstream(d.path / "elsewhere") << "outside the store";
+  fs::create_symlink(d.path / "elsewhere", d.path / "objects" / "li" / "linked");
+  CHECK(code_of([&] { s->get("linked"); }) == errc::backend_error); // never followed
+  CHECK(s->exists("linked"));                                           // but it is there: not "not found"
+  fs::create_directories(d.path / "objects" / "di" / "dirkey");
+  CHECK(code_of([&] { s->remove("dirkey"); }) == errc::backend_error);
+  CHECK(fs::is_directory(d.path / "objects" / "di" / "dirkey"));
+  std::ofstream(d.path / "objects" / "fi") << "a file where the shard folder goes";
+  CHECK(code_of([&] { s->put("fi-key", "content"); }) == errc::backend_error);
+  CHECK(fs::is_empty(d.path / "tmp"));
+  CHECK(s->put("ok-key", "content")); // the store itself is fine
+  CHECK(s->get("ok-key") == "content");
+}
+
+TEST_CASE("the local store reports a vanished objects/ or tmp/ folder as backend_error, and a dangling root link") {
+  temp_dir d;
+  auto s = make_local_blob_store(d.path / "store");
+  s->put("k1", "v");
+  fs::remove_all(d.path / "store" / "tmp");
+  CHECK(code_of([&] { s->put("k2", "v"); }) == errc::backend_error);
+  CHECK_FALSE(s->exists("k2"));
+  fs::remove_all(d.path / "store" / "objects");
+  CHECK(code_of([&] { s->list(); }) == errc::backend_error);
+  fs::create_directory_symlink(d.path / "nowhere", d.path / "dangling");
+  CHECK(code_of([&] { make_local_blob_store(d.path / "dangling"); }) == errc::backend_error);
+  CHECK_FALSE(fs::exists(d.path / "nowhere"));
+}
+
+TEST_CASE("fence marks: a corrupt or unopenable mark refuses the fenced write; without fsync a new mark still fences") {
+  temp_dir d;
+  local_blob_store_options o;
+  o.fsync = false;
+  auto s = make_local_blob_store(d.path, o);
+  CHECK(s->put("a1", "one", fence{"file:1", 5}));
+  CHECK(code_of([&] { s->put("a2", "two", fence{"file:1", 4}); }) == errc::lease_lost);
+  CHECK(s->put("a3", "three", fence{"file:1", 5})); // the same token again is the holder itself
+  CHECK_FALSE(s->exists("a2"));
+  const auto mark = d.path / "fences" / sha256_hex("file:2");
+  std::ofstream(mark) << "12abc";
+  CHECK(code_of([&] { s->put("b1", "x", fence{"file:2", 99}); }) == errc::backend_error);
+  CHECK(code_of([&] { s->remove("a1", fence{"file:2", 99}); }) == errc::backend_error);
+  CHECK_FALSE(s->exists("b1"));
+  CHECK(s->exists("a1"));
+  fs::create_directories(d.path / "fences" / sha256_hex("file:3"));
+  CHECK(code_of([&] { s->put("c1", "x", fence{"file:3", 1}); }) == errc::backend_error);
+  CHECK_FALSE(s->exists("c1"));
+  CHECK(fs::is_empty(d.path / "tmp"));
+}
+
+TEST_CASE("the FTS5 index reports an unopenable path, a non-database file and a damaged file as typed errors, never driver ones") {
+  temp_dir d;
+  CHECK(code_of([] { make_sqlite_search_index(""); }) == errc::invalid_argument);
+  fs::create_directories(d.path / "a-folder");
+  CHECK(code_of([&] { make_sqlite_search_index(d.path / "a-folder"); }) == errc::backend_error);
+  std::ofstream(d.path / "notes.txt") << std::string(8192, 'n'); // not a database
+  CHECK(code_of([&] { make_sqlite_search_index(d.path / "notes.txt"); }) == errc::backend_error);
+
+  const auto file = d.path / "index.db";
+  auto ix = make_sqlite_search_index(file);
+  ix->index(std::vector<search_document>{{"a", 1, "alpha"}});
+  {
+    auto raw = casecore::open("sqlite://" + file.string());
+    raw.write([](transaction& tx) { tx.exec_script("DROP TABLE search_docs; DROP TABLE search_text; DROP TABLE search_fences"); });
+  }
+  CHECK(code_of([&] { ix->index(std::vector<search_document>{{"b", 1, "beta"}}); }) == errc::backend_error);
+  CHECK(code_of([&] { ix->index(std::vector<search_document>{{"b", 1, "beta"}}, fence{"file:1", 3}); }) == errc::backend_error);
+  CHECK(code_of([&] { ix->remove_file(1); }) == errc::backend_error);
+  CHECK(code_of([&] { ix->count(); }) == errc::backend_error);
+  CHECK(code_of([&] { ix->query("alpha"); }) == errc::backend_error);
+}
+
+TEST_CASE("the blob conformance suite names the rule a store breaks, including how a wrong error was raised") {
+  const std::vector<std::pair<blob_defect, std::string>> cases = {
+      {blob_defect::get_absent_returns_empty, "get() of an absent key throws not_found (did not throw)"},
+      {blob_defect::get_absent_throws_runtime_error, "(threw a non-casecore exception: driver said no)"},
+      {blob_defect::get_absent_wrong_code, "get() of an absent key throws not_found (threw backend_error: "},
+      {blob_defect::exists_always, "exists() is false for an absent key"},
+      {blob_defect::list_drops_key, "list() returns every key in order"},
+      {blob_defect::list_without_sizes, "list() reports blob sizes"},
+      {blob_defect::list_without_times, "list() reports a modification time"},
+  };
+  for (const auto& [defect, rule] : cases) {
+    CAPTURE(rule);
+    CHECK_THROWS_WITH_AS(casecore::testing::check_blob_store([d = defect] { return std::make_unique<defective_store>(d); }),
+                         doctest::Contains(rule.c_str()), casecore::testing::conformance_failure);
+  }
 }

@@ -282,7 +282,11 @@ TEST_CASE("bad input is a typed error and writes nothing") {
     CHECK_THROWS_AS(orders().add(tx, id, "version", 1), invalid_argument);
     CHECK_THROWS_AS(orders().add(tx, id, "qty", 1, {.min = 5, .max = 1}), invalid_argument);
     CHECK_THROWS_AS(orders().find_by(tx, "nope", 1), invalid_argument);
+    CHECK_THROWS_AS(orders().insert(tx, {"neg", "draft", 1, std::nullopt}, -7), invalid_argument); // explicit ids are positive
   });
+  CHECK_THROWS_AS(state_machine("status", {{"draft", ""}}), invalid_argument);
+  CHECK_THROWS_AS(state_machine("status", {{"", "open"}}), invalid_argument);
+  CHECK(db.read([](transaction& tx) { return tx.query_one<std::int64_t>("SELECT count(*) FROM work_orders"); }) == 1);
   CHECK(load(db, id).version == 1);
   CHECK(load(db, id).data.qty == 5);
 }

@@ -17,13 +17,16 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <fcntl.h>
 #include <fstream>
 #include <future>
 #include <pwd.h>
 #include <spawn.h>
 #include <sstream>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <thread>
 #include <type_traits>
@@ -533,4 +536,24 @@ TEST_CASE("local blob store: a new shard's parent is fsynced, and an existing bl
   auto second = fsyncs_of_commit(dir, key, "first writer");
   CHECK_MESSAGE(contains(second, (dir / "objects" / "ab" / key).string()), "the existing blob was not fsynced");
   CHECK_MESSAGE(contains(second, (dir / "objects" / "ab").string()), "the existing blob's folder was not fsynced");
+}
+
+TEST_CASE("registration of a Unix socket is a typed error and stores nothing") {
+  scratch_database s;
+  auto db = s.open();
+  migrate(db);
+  auto store = make_local_blob_store(s.folder() / "blobs");
+  file_registry reg(db, *store);
+  const auto path = s.folder() / "sock";
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  REQUIRE(path.native().size() < sizeof addr.sun_path);
+  std::memcpy(addr.sun_path, path.c_str(), path.native().size() + 1);
+  REQUIRE(::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+  CHECK_THROWS_AS(reg.register_path("case-1", path, "x", "alice"), invalid_argument); // open(2) refuses it: ENXIO
+  ::close(fd);
+  CHECK(file_rows(db) == 0);
+  CHECK(store->list().empty());
 }

@@ -387,3 +387,25 @@ TEST_CASE("db_single_flight: a failing leader's error reaches the followers in o
   // A failure is not cached: the next caller computes afresh.
   CHECK(flight_call(db, "Q", "report:3", 200, 10, false) == "result=by Q");
 }
+
+TEST_CASE("db_single_flight: claim_ttl over a day, a negative max_wait, a zero poll_min are refused; the bounds are accepted") {
+  scratch_database s;
+  auto db = s.open();
+  make_reports(db);
+  db_flight_options o;
+  o.claim_ttl = std::chrono::hours(24) + std::chrono::milliseconds(1);
+  CHECK_THROWS_AS(db_single_flight<int>(db, o), invalid_argument);
+  o = {};
+  o.max_wait = std::chrono::milliseconds(-1);
+  CHECK_THROWS_AS(db_single_flight<int>(db, o), invalid_argument);
+  o = {};
+  o.poll_min = std::chrono::milliseconds(0);
+  CHECK_THROWS_AS(db_single_flight<int>(db, o), invalid_argument);
+  o = {};
+  o.claim_ttl = std::chrono::hours(24);
+  o.max_wait = std::chrono::milliseconds(0);
+  o.poll_min = o.poll_max;
+  db_single_flight<int> flight(db, o);
+  auto none = []() -> std::optional<int> { return std::nullopt; };
+  CHECK(flight.run(std::string(500, 'k'), none, [] { return 7; }, [](transaction&, const int&) {}) == 7);
+}

@@ -99,3 +99,112 @@ TEST_CASE("a crashed import's folder is found and reclaimed; live imports are le
   CHECK(fs::exists(live.path()));
   CHECK(staging_area::reclaim_stale(root.path, std::chrono::hours(1)).empty());
 }
+
+namespace {
+// Write an owner file by hand, as another process or host would have left it.
+void plant_owner(const fs::path& folder, const std::string& text) { std::ofstream(folder / ".casecore-owner", std::ios::trunc) << text; }
+// The code of the casecore error `f` throws (fails the test when it throws none).
+template <class F> errc code_of(F&& f) {
+  try {
+    f();
+  } catch (const error& e) {
+    return e.code();
+  }
+  FAIL("no casecore::error thrown");
+  return errc::internal;
+}
+micros now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+} // namespace
+
+TEST_CASE("a malformed or truncated owner file reads as not_found, never as a half-parsed owner") {
+  temp_root root;
+  auto a = staging_area::create(root.path, "imp");
+  plant_owner(a.path(), "tok\nnot-a-pid\nhost\n12\n");
+  CHECK_THROWS_AS(staging_area::read_owner(a.path()), not_found);
+  plant_owner(a.path(), "tok\n42\nhost\nnot-a-time\n");
+  CHECK_THROWS_AS(staging_area::read_owner(a.path()), not_found);
+  plant_owner(a.path(), "tok\n42\n"); // cut short: no host, no heartbeat
+  CHECK_THROWS_AS(staging_area::read_owner(a.path()), not_found);
+  CHECK_THROWS_AS(staging_area::read_owner(root.path / "no-such-folder"), not_found);
+  // remove() cannot prove the folder is its own any more, so it leaves it (reclaim_stale's job).
+  const auto p = a.path();
+  CHECK_FALSE(a.remove());
+  CHECK(fs::exists(p / ".casecore-owner"));
+  CHECK(std::distance(fs::directory_iterator(root.path), fs::directory_iterator()) == 1);
+}
+
+TEST_CASE("a removed area refuses heartbeat and a second remove; a moved-from area owns nothing") {
+  temp_root root;
+  auto a = staging_area::create(root.path, "imp");
+  const auto p = a.path();
+  auto b = std::move(a);
+  CHECK(a.path().empty());
+  CHECK_FALSE(a.remove()); // the moved-from object must not delete b's folder
+  CHECK(fs::exists(p));
+  CHECK(b.path() == p);
+  CHECK(b.remove());
+  CHECK_FALSE(fs::exists(p));
+  CHECK_FALSE(b.remove());
+  CHECK_THROWS_AS(b.heartbeat(), invalid_argument);
+  CHECK_FALSE(fs::exists(p)); // heartbeat did not recreate the folder
+}
+
+TEST_CASE("reclaim_stale refuses a negative or overflowing age and removes nothing") {
+  temp_root root;
+  auto a = staging_area::create(root.path, "imp");
+  a.keep();
+  plant_owner(a.path(), a.token() + "\n1\nelsewhere\n0\n"); // as stale as it gets
+  CHECK_THROWS_AS(staging_area::reclaim_stale(root.path, std::chrono::milliseconds(-1)), invalid_argument);
+  CHECK_THROWS_AS(staging_area::reclaim_stale(root.path, std::chrono::hours(24 * 3650 + 1)), invalid_argument);
+  CHECK(fs::exists(a.path()));
+  CHECK(staging_area::reclaim_stale(root.path, std::chrono::hours(24 * 3650)).size() == 1); // the bound itself is allowed
+}
+
+TEST_CASE("reclaim_stale judges another host's folder by its heartbeat only, and skips files and links") {
+  temp_root root;
+  fs::create_directories(root.path);
+  // Another host: its pid means nothing here, so only the heartbeat's age counts.
+  const fs::path fresh = root.path / "remote-fresh.x", old = root.path / "remote-old.x";
+  fs::create_directory(fresh);
+  fs::create_directory(old);
+  plant_owner(fresh, "t1\n999999999\nsome-other-host\n" + std::to_string(now_us()) + "\n");
+  plant_owner(old, "t2\n999999999\nsome-other-host\n" + std::to_string(now_us() - 2LL * 3600 * 1000000) + "\n");
+  // Not import folders: a plain file and a link to a (stale-looking) folder outside the root.
+  std::ofstream(root.path / "stray-file") << "x";
+  temp_root outside;
+  fs::create_directories(outside.path / "victim");
+  plant_owner(outside.path / "victim", "t3\n1\nsome-other-host\n0\n");
+  fs::create_directory_symlink(outside.path / "victim", root.path / "link.x");
+
+  const auto got = staging_area::reclaim_stale(root.path, std::chrono::hours(1));
+  REQUIRE(got.size() == 1);
+  CHECK(got.front() == old);
+  CHECK(fs::exists(fresh));
+  CHECK_FALSE(fs::exists(old));
+  CHECK(fs::exists(root.path / "stray-file"));
+  CHECK(fs::is_symlink(root.path / "link.x"));
+  CHECK(fs::exists(outside.path / "victim" / ".casecore-owner")); // never followed
+}
+
+TEST_CASE("reclaim_stale judges a folder without owner file by its age: a create() in progress is kept") {
+  temp_root root;
+  fs::create_directories(root.path / "young.x");
+  fs::create_directories(root.path / "crashed.x");
+  fs::last_write_time(root.path / "crashed.x", fs::file_time_type::clock::now() - std::chrono::hours(3));
+  const auto got = staging_area::reclaim_stale(root.path, std::chrono::hours(1));
+  REQUIRE(got.size() == 1);
+  CHECK(got.front() == root.path / "crashed.x");
+  CHECK(fs::exists(root.path / "young.x"));
+  CHECK(staging_area::reclaim_stale(root.path / "no-such-root", std::chrono::hours(1)).empty());
+}
+
+TEST_CASE("create reports a root that cannot be made as backend_error and leaves nothing behind") {
+  temp_root root;
+  fs::create_directories(root.path);
+  std::ofstream(root.path / "a-file") << "x";
+  CHECK(code_of([&] { staging_area::create(root.path / "a-file" / "sub", "imp"); }) == errc::backend_error);
+  CHECK(code_of([&] { staging_area::create(root.path / "a-file", "imp"); }) == errc::backend_error);
+  CHECK(std::distance(fs::directory_iterator(root.path), fs::directory_iterator()) == 1);
+}

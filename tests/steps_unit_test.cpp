@@ -53,3 +53,10 @@ TEST_CASE("destroying the gate frees a parked thread") {
   }
   a.join();
 }
+
+TEST_CASE("pause_at refuses a count below 1 and arms nothing") {
+  step_gate gate;
+  CHECK_THROWS_AS(gate.pause_at("unit.count", 0), invalid_argument);
+  CHECK_NOTHROW(detail::step("unit.count")); // not armed: passes at once
+  CHECK(gate.reached("unit.count") == 1);
+}

@@ -117,6 +117,7 @@ TEST_CASE("after-commit hooks run exactly once after commit and never after roll
   CHECK(committed == 1);
   CHECK(rolled_back == 1);
   CHECK_THROWS_AS(db.write([](transaction& tx) { tx.after_commit({}); }), invalid_argument);
+  CHECK_THROWS_AS(db.write([](transaction& tx) { tx.after_rollback({}); }), invalid_argument);
 }
 
 TEST_CASE("savepoints undo only their own writes and hooks") {
@@ -441,6 +442,52 @@ TEST_CASE("SQLite: synchronous is FULL unless the URL opts into NORMAL") {
   CHECK(db.read([](transaction& tx) { return tx.query_one<std::int64_t>("PRAGMA synchronous"); }) == 2);
   auto normal = casecore::open(plain + "?synchronous=normal");
   CHECK(normal.read([](transaction& tx) { return tx.query_one<std::int64_t>("PRAGMA synchronous"); }) == 1);
+}
+
+TEST_CASE("SQLite: every spelling of synchronous the URL parser accepts opens with that level; others are bad_url") {
+  // Regression: parse_url accepted any letter case ("Full"), the SQLite adapter only "full" / "FULL",
+  // so a URL that validated refused to open with bad_url.
+  scratch_database s;
+  if (s.kind() != backend_kind::sqlite) return;
+  const auto plain = "sqlite://" + (s.folder() / "test.db").string();
+  casecore::open(plain); // creates the file
+  const std::pair<const char*, std::int64_t> levels[] = {{"off", 0}, {"Normal", 1}, {"FULL", 2}, {"Full", 2}, {"extra", 3}, {"eXtra", 3}};
+  for (const auto& [name, level] : levels) {
+    CAPTURE(name);
+    auto db = casecore::open(plain + "?synchronous=" + name);
+    CHECK(db.read([](transaction& tx) { return tx.query_one<std::int64_t>("PRAGMA synchronous"); }) == level);
+  }
+  CHECK_THROWS_AS(casecore::open(plain + "?synchronous=fast"), bad_url);
+}
+
+TEST_CASE("PostgreSQL: blobs read back byte for byte whatever the server's bytea_output") {
+  // Regression: a server, database or role with bytea_output = 'escape' made every blob read back
+  // empty (only the hex format was decoded), silently.
+  scratch_database s;
+  if (s.kind() != backend_kind::postgres) return;
+  if (casecore::testing::behind_test_pooler()) {
+    MESSAGE("skipped behind a pooler: PgBouncer refuses the startup option this test sets");
+    return;
+  }
+  blob all;
+  for (int i = 0; i < 256; ++i) all.bytes.push_back(static_cast<std::byte>(i));
+  all.bytes.push_back(std::byte{'\\'});
+  all.bytes.push_back(std::byte{'7'});
+  auto plain = s.open();
+  plain.write([&](transaction& tx) {
+    tx.exec_script("CREATE TABLE bytes_out(id BIGINT PRIMARY KEY, b BYTEA)");
+    tx.exec("INSERT INTO bytes_out VALUES(1, $1), (2, $2)", all, blob{});
+  });
+  for (const char* format : {"hex", "escape"}) {
+    CAPTURE(std::string(format));
+    auto db = casecore::open(s.url() + "&options=-cbytea_output%3D" + format);
+    CHECK(db.read([](transaction& tx) { return tx.query_one<std::string>("SHOW bytea_output"); }) == format);
+    db.read([&](transaction& tx) {
+      auto r = tx.exec("SELECT b FROM bytes_out ORDER BY id");
+      CHECK(r[0].get<blob>(0) == all);
+      CHECK(r[1].get<blob>(0).bytes.empty());
+    });
+  }
 }
 
 TEST_CASE("PostgreSQL: transactions state their isolation level whatever the server default") {

@@ -198,3 +198,35 @@ TEST_CASE("trigger: the replay window and clock skew are capped; extreme timesta
   for (const auto bad_now : {std::numeric_limits<std::int64_t>::max(), std::numeric_limits<std::int64_t>::min(), std::int64_t{0}})
     CHECK_THROWS_AS(v.check("POST", "/x", "", "t=1,n=nonce-0000000000099,s=" + sig, bad_now), invalid_argument);
 }
+
+TEST_CASE("trigger: sign() refuses a bad method, path, nonce or timestamp; a nonce store needs a capacity") {
+  signer s(key);
+  const auto nonce = "nonce-0000000000009";
+  CHECK_THROWS_AS(s.sign("post", "/p", "b", now, nonce), invalid_argument);              // lower case
+  CHECK_THROWS_AS(s.sign("", "/p", "b", now, nonce), invalid_argument);
+  CHECK_THROWS_AS(s.sign(std::string(17, 'P'), "/p", "b", now, nonce), invalid_argument); // over 16 letters
+  CHECK_THROWS_AS(s.sign("POST", "", "b", now, nonce), invalid_argument);
+  CHECK_THROWS_AS(s.sign("POST", "/p\n/q", "b", now, nonce), invalid_argument);
+  CHECK_THROWS_AS(s.sign("POST", "/p", "b", now, "short"), invalid_argument);
+  CHECK_THROWS_AS(s.sign("POST", "/p", "b", 0, nonce), invalid_argument);
+  CHECK_THROWS_AS(s.sign("POST", "/p", "b", -5, nonce), invalid_argument);
+  CHECK(s.sign(std::string(16, 'P'), "/p", "b", now, nonce).starts_with("t="));
+  CHECK_THROWS_AS(memory_nonce_store(0), invalid_argument);
+}
+
+TEST_CASE("trigger: a header must carry t, n and s exactly once, canonical, with a lower-case hex signature") {
+  signer s(key);
+  verifier v(key);
+  const auto good = s.sign("POST", "/x", "b", now, "nonce-0000000000010");
+  const auto sig = good.substr(good.find(",s=") + 3);
+  const std::string n = "n=nonce-0000000000010", t = "t=" + std::to_string(now), sx = "s=" + sig;
+  for (const std::string& bad : {t + "," + t + "," + n + "," + sx, t + "," + n + "," + n + "," + sx, t + "," + n + "," + sx + "," + sx,
+                                 "t=0" + std::to_string(now) + "," + n + "," + sx, "t=+" + std::to_string(now) + "," + n + "," + sx,
+                                 "t=," + n + "," + sx, t + "," + n, t + "," + sx, n + "," + sx, t + "," + n + "," + sx + ",",
+                                 t + "," + n + ",x=1," + sx, t + "," + n + ",s=" + std::string(64, 'A'), "t" + n,
+                                 t + "," + n + "," + sx + std::string(4096, ' ')}) {
+    CAPTURE(bad);
+    CHECK(v.check("POST", "/x", "b", bad, now) == verdict::malformed);
+  }
+  CHECK(v.check("POST", "/x", "b", n + "," + sx + "," + t, now) == verdict::ok); // any order, each once
+}

@@ -2,6 +2,8 @@
 #include <casecore/url.hpp>
 #include <doctest/doctest.h>
 
+#include <chrono>
+
 using namespace casecore;
 
 TEST_CASE("sqlite URLs parse to a path") {
@@ -141,4 +143,76 @@ TEST_CASE("multi-host URLs, casecore parameters and libpq keywords") {
   CHECK(u.driver.at("target_session_attrs") == "any");
   CHECK(u.driver.at("connect_timeout") == "3");
   CHECK_THROWS_AS(parse_url("postgresql://h/db?nonsense=1"), bad_url); // neither casecore's nor libpq's
+}
+
+TEST_CASE("URL edge cases: encoded NUL, IPv6 garbage, bad host characters, scheme shapes, parameter ranges") {
+  for (const char* bad : {"postgresql://u%00x@h/db", "postgresql://[::1]x/db", "postgresql://h%41/db", "postgresql://h[1/db",
+                          "postgresql://h/db?replicas=", "postgresql://h/db?replicas=,r2", "sqlite:x.db?synchronous=sometimes",
+                          "postgresql://h/db?pooler=always", "postgresql://h/db?schema=1bad", "postgresql://h/db?schema=" ,
+                          "postgresql://h/db?lock_timeout_ms=1099511627777", "postgresql://h/db?lock_timeout_ms=1x",
+                          "postgresql://h/d/b", "a_b://h/db", "averyveryverylongschemename1://h/db",
+                          "redis+tls://h/db"}) {
+    const std::string url = bad;
+    CAPTURE(url);
+    try {
+      parse_url(bad);
+      FAIL("accepted a malformed URL");
+    } catch (const error& e) {
+      CHECK(e.code() == errc::bad_url);
+    }
+  }
+  // Upper-case and mixed-case hex escapes decode alike; the sqlite3 scheme is an alias.
+  CHECK(parse_url("postgresql://%41l%69ce@h/db").user == "Alice");
+  CHECK(parse_url("postgresql://%61%6C%69%63%65@h/db").user == "alice");
+  CHECK(parse_url("sqlite3:x.db").scheme == "sqlite");
+  for (const char* sync : {"off", "NORMAL", "Full", "extra"}) CHECK_NOTHROW(parse_url(std::string("sqlite:x.db?synchronous=") + sync));
+  CHECK(parse_url("postgresql://h/db?lock_timeout_ms=1099511627776").casecore.at("lock_timeout_ms") == "1099511627776"); // 2^40
+}
+
+TEST_CASE("url_param and apply_pool_params: absent keys fall back, bad values and sizes are bad_url with the secret masked") {
+  database_url u;
+  CHECK(url_param(u, "reconnect_budget_ms", 7) == 7);
+  u.casecore["reconnect_budget_ms"] = "250";
+  CHECK(url_param(u, "reconnect_budget_ms", 7) == 250);
+  for (const char* bad : {"-1", "abc", "12x", "1099511627777", "password=hunter2"}) {
+    CAPTURE(bad);
+    u.casecore["reconnect_budget_ms"] = bad;
+    try {
+      url_param(u, "reconnect_budget_ms", 7);
+      FAIL("accepted a bad value");
+    } catch (const error& e) {
+      CHECK(e.code() == errc::bad_url);
+      CHECK(std::string(e.what()).find("hunter2") == std::string::npos);
+    }
+  }
+  pool_options p;
+  database_url sizes;
+  sizes.casecore["pool_size"] = "10001";
+  CHECK_THROWS_AS(apply_pool_params(sizes, p), bad_url);
+  sizes.casecore["pool_size"] = "4";
+  sizes.casecore["pool_overflow"] = "10001";
+  CHECK_THROWS_AS(apply_pool_params(sizes, p), bad_url);
+  sizes.casecore["pool_overflow"] = "10000";
+  sizes.casecore["acquire_timeout_ms"] = "1500";
+  pool_options ok;
+  apply_pool_params(sizes, ok);
+  CHECK(ok.size == 4);
+  CHECK(ok.overflow == 10000);
+  CHECK(ok.acquire_timeout == std::chrono::milliseconds(1500));
+}
+
+TEST_CASE("open() reports a libpq option libpq refuses as configuration at once, never as a server to wait for") {
+  for (const char* opt : {"sslmode=bogus", "target_session_attrs=bogus", "connect_timeout=abc"}) {
+    const std::string url = std::string("postgresql://nobody@127.0.0.1:1/none?") + opt;
+    CAPTURE(url);
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      open(url);
+      FAIL("opened with an invalid option");
+    } catch (const error& e) {
+      CHECK(e.code() == errc::configuration);
+      CHECK_FALSE(e.retryable());
+    }
+    CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10)); // not the 15 s reconnect budget
+  }
 }

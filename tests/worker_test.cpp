@@ -3,6 +3,7 @@
 // one killed by SIGKILL mid-stage. Invariants are checked from the database. Both backends.
 #include "job_test_env.hpp"
 
+#include <casecore/job_queue_admin.hpp>
 #include <casecore/migration.hpp>
 #include <casecore/open.hpp>
 #include <casecore/testing/fixture.hpp>
@@ -288,6 +289,7 @@ TEST_CASE("a worker on the task_transport port is woken by a committed enqueue, 
   w.stop();
   CHECK(scalar(db, "SELECT count(*) FROM stage_runs") == 1);
   CHECK_THROWS_AS(db.write([](transaction& tx) { jobs::notify_after_commit(tx, nullptr); }), invalid_argument);
+  CHECK_THROWS_AS(db.write([&](transaction& tx) { jobs::notify_after_commit(tx, transport, "bad topic\n"); }), invalid_argument);
 }
 
 CASECORE_CHILD(worker_process) {
@@ -348,4 +350,139 @@ TEST_CASE("several worker processes, one SIGKILLed mid-stage: every stage of eve
   // At most one running job per case, sampled inside every stage transaction.
   CHECK(scalar(db, "SELECT count(*) FROM key_samples") == expected_stages);
   CHECK(scalar(db, "SELECT max(n) FROM key_samples") == 1);
+}
+
+TEST_CASE("worker options out of range and bad handler registrations are refused before anything runs") {
+  scratch_database s;
+  auto db = migrated("", &s);
+  const auto id = db.write([](transaction& tx) { return jobs::enqueue(tx, casescope.make("reindex", "file:1")).id; });
+  using mutate = std::function<void(jobs::worker_options&)>;
+  const std::vector<std::pair<const char*, mutate>> bad = {
+      {"owner over 200 characters", [](auto& o) { o.owner = std::string(201, 'w'); }},
+      {"no threads", [](auto& o) { o.threads = 0; }},
+      {"too many threads", [](auto& o) { o.threads = 257; }},
+      {"batch 0", [](auto& o) { o.batch = 0; }},
+      {"batch over 1000", [](auto& o) { o.batch = 1001; }},
+      {"lease 0", [](auto& o) { o.lease = 0ms; }},
+      {"negative heartbeat", [](auto& o) { o.heartbeat = -1ms; }},
+      {"heartbeat not below the lease", [](auto& o) { o.heartbeat = o.lease; }},
+      {"poll 0", [](auto& o) { o.poll = 0ms; }},
+      {"negative max_running", [](auto& o) { o.max_running = -1; }},
+      {"negative max_per_key", [](auto& o) { o.max_per_key = -1; }},
+      {"negative maintenance period", [](auto& o) { o.maintenance = -1ms; }},
+      {"negative retention age", [](auto& o) { o.retain.max_age = -1ms; }},
+      {"negative retention count", [](auto& o) { o.retain.max_finished = -1; }},
+  };
+  for (const auto& [what, change] : bad) {
+    CAPTURE(what);
+    jobs::worker_options o;
+    change(o);
+    CHECK_THROWS_AS([&] { jobs::worker w(db, o); }(), invalid_argument);
+  }
+  jobs::worker_options edge; // the bounds themselves are accepted
+  edge.owner = std::string(200, 'w');
+  edge.threads = 256;
+  edge.batch = 1000;
+  edge.heartbeat = edge.lease - 1ms;
+  CHECK_NOTHROW([&] { jobs::worker w(db, edge); }());
+
+  jobs::worker w(db, matrix_options());
+  CHECK_THROWS_AS(w.on_stage("index", jobs::stage_handler{}), invalid_argument);
+  CHECK_THROWS_AS(w.on_stage("", [](jobs::job_context&) {}), invalid_argument);
+  w.on_stage("index", [](jobs::job_context&) {});
+  w.start();
+  w.start(); // a second start() is a no-op, not a second set of threads
+  CHECK_THROWS_AS(w.on_stage("rules", [](jobs::job_context&) {}), invalid_argument);
+  CHECK(wait_until([&] { return jobs::get(db, id)->state != jobs::job_state::queued && jobs::get(db, id)->state != jobs::job_state::running; }));
+  w.stop();
+  CHECK(jobs::get(db, id)->state == jobs::job_state::succeeded); // the one valid worker ran the job
+}
+
+TEST_CASE("a stage without handler, or whose handler throws a non-standard exception, fails the attempt with a reason") {
+  scratch_database s;
+  auto db = migrated("", &s);
+  const auto no_handler = db.write([](transaction& tx) { return jobs::enqueue(tx, casescope.make("rules-only", "file:1")).id; });
+  auto o = matrix_options();
+  o.batch = 1;
+  o.retry = {1h, 1h}; // the failed job stays out of reach of the second worker below
+  jobs::worker w(db, o);
+  w.on_stage("rules", [](jobs::job_context& c) { record_stage(c, "w"); }); // no "iocs" handler
+  make_tables(db);
+  CHECK(w.run_once() == 1);
+  auto j = jobs::get(db, no_handler);
+  CHECK(j->state == jobs::job_state::queued); // retried later from the failed stage
+  CHECK(j->current_stage == 1);
+  CHECK(j->last_error.find("no handler for stage 'iocs' of 'rules-only'") != std::string::npos);
+  CHECK(w.stats().failures == 1);
+  CHECK(scalar(db, "SELECT count(*) FROM stage_runs") == 1);
+
+  const auto odd = db.write([](transaction& tx) { return jobs::enqueue(tx, casescope.make("reindex", "file:2")).id; });
+  jobs::worker w2(db, o);
+  w2.on_stage("index", [](jobs::job_context&) { throw 42; });
+  CHECK(w2.run_once() == 1);
+  j = jobs::get(db, odd);
+  CHECK(j->state == jobs::job_state::queued);
+  CHECK(j->last_error == "unknown exception");
+  CHECK(w2.stats().failures == 1);
+  CHECK(w2.stats().succeeded == 0);
+}
+
+TEST_CASE("an operation's own handler takes precedence over the generic one; a stage completes only once") {
+  scratch_database s;
+  auto db = migrated("", &s);
+  make_tables(db);
+  db.write([](transaction& tx) {
+    jobs::enqueue(tx, casescope.make("reindex", "file:1"));
+    jobs::enqueue(tx, casescope.make("full", "file:2"));
+  });
+  auto o = matrix_options();
+  o.threads = 1;
+  jobs::worker w(db, o);
+  std::atomic<int> twice_refused{0};
+  w.on_stage("reindex", "index", [&](jobs::job_context& c) {
+    record_stage(c, "reindex-handler");
+    try {
+      c.complete([](transaction& tx) { tx.exec("INSERT INTO victim(job_id) VALUES(-1)"); });
+    } catch (const invalid_argument&) {
+      ++twice_refused;
+    }
+  });
+  for (const auto* stage : {"count", "index", "rules", "iocs"}) w.on_stage(stage, [](jobs::job_context& c) { record_stage(c, "generic"); });
+  while (w.run_once() > 0) {
+  }
+  CHECK(twice_refused == 1);
+  CHECK(scalar(db, "SELECT count(*) FROM victim") == 0); // the refused second completion wrote nothing
+  CHECK(scalar(db, "SELECT count(*) FROM stage_runs s JOIN casecore_jobs j ON j.id = s.job_id WHERE j.subject = 'file:1' AND s.who = 'reindex-handler'") == 1);
+  CHECK(scalar(db, "SELECT count(*) FROM stage_runs s JOIN casecore_jobs j ON j.id = s.job_id WHERE j.subject = 'file:2' AND s.who = 'generic'") == 4);
+  CHECK(active(db) == 0);
+}
+
+TEST_CASE("a handler sees cancel_requested() once its stage commit reports a cancel; writes through the context are fenced") {
+  scratch_database s;
+  auto db = migrated("", &s);
+  make_tables(db);
+  const auto id = db.write([](transaction& tx) { return jobs::enqueue(tx, casescope.make("full", "file:1")).id; });
+  auto o = matrix_options();
+  o.batch = 1;
+  jobs::worker w(db, o);
+  std::vector<std::string> ran;
+  bool before = true, after = false, stop_requested = true;
+  w.on_stage("count", [&](jobs::job_context& c) {
+    ran.push_back(c.stage());
+    c.write([&](transaction& tx) { tx.exec("INSERT INTO victim(job_id) VALUES($1)", c.current().id); });
+    before = c.cancel_requested();
+    stop_requested = c.stop_token().stop_requested();
+    CHECK(jobs::cancel(db, c.current().id)); // an operator cancels the running job
+    c.complete([](transaction&) {});
+    after = c.cancel_requested();
+  });
+  for (const auto* stage : {"index", "rules", "iocs"}) w.on_stage(stage, [&](jobs::job_context& c) { ran.push_back(c.stage()); });
+  CHECK(w.run_once() == 1);
+  CHECK_FALSE(before);
+  CHECK_FALSE(stop_requested);
+  CHECK(after);
+  CHECK(ran == std::vector<std::string>{"count"}); // stopped at the next stage boundary
+  CHECK(jobs::get(db, id)->state == jobs::job_state::cancelled);
+  CHECK(scalar(db, "SELECT count(*) FROM victim") == 1);
+  CHECK(w.stats().cancelled == 1);
 }

@@ -107,7 +107,8 @@ bool release(transaction& tx, const grant& held);
 info force_release(database& db, std::string_view name);
 
 /// Fence: lease_lost unless `token` is the current, unexpired token of `name`; call it last in the
-/// guarded write transaction (PostgreSQL: keeps a takeover waiting until that transaction ends).
+/// guarded write transaction (PostgreSQL: keeps a takeover waiting until that transaction ends);
+/// invalid_argument in a read transaction (it once surfaced there as connection_lost on PostgreSQL).
 void check(transaction& tx, std::string_view name, std::int64_t token);
 
 /// The stored state of `name`, or nullopt when it was never acquired.

@@ -51,6 +51,9 @@ std::string to_text(const value& v) {
       v);
 }
 
+// Both output formats a server may be configured with (bytea_output, per server, database or role):
+// hex ("\\x0aff", the default) and escape (printable bytes as they are, "\\\\" and "\\ooo" octal).
+// Reading only hex once returned every blob empty on an escape-format server.
 blob from_bytea(std::string_view text) {
   blob b;
   if (text.starts_with("\\x")) {
@@ -58,6 +61,22 @@ blob from_bytea(std::string_view text) {
     b.bytes.reserve((text.size() - 2) / 2);
     for (std::size_t i = 2; i + 1 < text.size(); i += 2)
       b.bytes.push_back(static_cast<std::byte>(nibble(text[i]) * 16 + nibble(text[i + 1])));
+    return b;
+  }
+  auto octal = [](char c) { return c >= '0' && c <= '7'; };
+  b.bytes.reserve(text.size());
+  for (std::size_t i = 0; i < text.size();) {
+    if (text[i] != '\\') {
+      b.bytes.push_back(static_cast<std::byte>(text[i++]));
+    } else if (i + 1 < text.size() && text[i + 1] == '\\') {
+      b.bytes.push_back(std::byte{'\\'});
+      i += 2;
+    } else if (i + 3 < text.size() && octal(text[i + 1]) && octal(text[i + 2]) && octal(text[i + 3])) {
+      b.bytes.push_back(static_cast<std::byte>((text[i + 1] - '0') * 64 + (text[i + 2] - '0') * 8 + (text[i + 3] - '0')));
+      i += 4;
+    } else {
+      raise(errc::backend_error, "postgresql: malformed bytea value in escape format");
+    }
   }
   return b;
 }

@@ -5,6 +5,8 @@
 #include <SQLiteCpp/Statement.h>
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -317,12 +319,14 @@ std::shared_ptr<detail::backend> make_backend(const database_url& url, database_
   if (url.scheme != "sqlite") raise(errc::bad_url, "not an sqlite URL: " + url.masked);
   sqlite_options.busy_timeout = std::chrono::milliseconds(url_param(url, "busy_timeout_ms", sqlite_options.busy_timeout.count()));
   if (auto it = url.casecore.find("synchronous"); it != url.casecore.end()) {
-    const auto& s = it->second;
-    if (s == "off" || s == "OFF") sqlite_options.sync = synchronous::off;
-    else if (s == "normal" || s == "NORMAL") sqlite_options.sync = synchronous::normal;
-    else if (s == "full" || s == "FULL") sqlite_options.sync = synchronous::full;
-    else if (s == "extra" || s == "EXTRA") sqlite_options.sync = synchronous::extra;
-    else raise(errc::bad_url, "synchronous must be off, normal, full or extra, got '" + s + "'");
+    // Any letter case, as parse_url validates it (it once accepted "Full" here only as "full" / "FULL").
+    std::string s = it->second;
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (s == "off") sqlite_options.sync = synchronous::off;
+    else if (s == "normal") sqlite_options.sync = synchronous::normal;
+    else if (s == "full") sqlite_options.sync = synchronous::full;
+    else if (s == "extra") sqlite_options.sync = synchronous::extra;
+    else raise(errc::bad_url, "synchronous must be off, normal, full or extra, got '" + it->second + "'");
   }
   apply_pool_params(url, db_options.pool);
   if (url.target == ":memory:") { // one connection is the whole database

@@ -2,6 +2,8 @@
 // URL text: odd characters in user, password and database names reach the server intact, and no
 // connect error carries the password.
 #include <casecore/open.hpp>
+#include <casecore/postgres/postgres.hpp>
+#include <casecore/url.hpp>
 #include <casecore/testing/fixture.hpp>
 #include <doctest/doctest.h>
 
@@ -76,5 +78,29 @@ TEST_CASE("connect errors name the server but never the password") {
   } catch (const error& e) {
     CHECK(e.code() == errc::configuration);
     CHECK_FALSE(e.retryable());
+  }
+}
+
+TEST_CASE("PostgreSQL URL parameters reach the database options; postgres::open takes a parsed URL") {
+  testing::scratch_database s;
+  if (s.kind() != testing::backend_kind::postgres) return; // registered for the postgres run only
+  const auto base = s.url();
+  const char sep = base.find('?') == std::string::npos ? '?' : '&';
+  auto db = postgres::open(parse_url(base + sep + "reconnect_budget_ms=0&replica_wait_ms=250&pool_size=3"));
+  CHECK(db.options().reconnect_budget == std::chrono::milliseconds(0));
+  CHECK(db.options().replica_wait == std::chrono::milliseconds(250));
+  CHECK(db.options().pool.size == 3);
+  CHECK(db.read([](transaction& tx) { return tx.query_one<std::int64_t>("SELECT 1"); }) == 1);
+  CHECK_THROWS_AS(postgres::open(parse_url("sqlite:x.db")), bad_url); // the adapter checks the scheme itself
+  if (testing::behind_test_pooler()) {
+    MESSAGE("pooler=none / session skipped behind the test pooler: they declare a direct or session connection");
+    return;
+  }
+  for (const char* mode : {"none", "session"}) {
+    CAPTURE(std::string(mode));
+    auto m = casecore::open(base + sep + "pooler=" + mode);
+    CHECK(m.write([](transaction& tx) { return tx.query_one<std::int64_t>("SELECT 2"); }) == 2);
+    CHECK_FALSE(postgres::uses_unnamed_statements(m)); // named statements: nobody declared a transaction pooler
+    CHECK(postgres::behind_pooler(m) == (std::string(mode) == "session"));
   }
 }

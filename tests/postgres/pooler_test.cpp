@@ -171,8 +171,9 @@ TEST_CASE("PgBouncer: casecore's per-transaction settings never reach another cl
   // Regression (many-hosts issue): ?statement_timeout_ms= ran a session SET that leaked to others.
   for (const char* var : {"CASECORE_TEST_PGBOUNCER_URL", "CASECORE_TEST_PGBOUNCER_SESSION_URL"}) {
     const auto bouncer = env(var);
-    REQUIRE_MESSAGE(!bouncer.empty(), var << " is not set: run through scripts/test.sh");
-    CAPTURE(var);
+    const std::string variable = var; // doctest prints a const char* as a pointer
+    REQUIRE_MESSAGE(!bouncer.empty(), variable << " is not set: run through scripts/test.sh");
+    CAPTURE(variable);
     pooled_database pdb(bouncer, std::string("leak") + (var[27] == 'S' ? "s" : "t"));
     {
       database_options o;

@@ -583,3 +583,71 @@ TEST_CASE("two hosts sharing only PostgreSQL register and search the same files 
   CHECK(files.files_of_case("case-1").size() == 3);
   CHECK(pg::make_search_index(db, {"shared"})->count() == 3);
 }
+
+TEST_CASE("the notify transport refuses bad channels, delays, non-PostgreSQL URLs and databases, writing and sending nothing") {
+  CASECORE_PG_PORTS_ONLY();
+  scratch_database s;
+  auto db = s.open();
+  for (const std::string& bad : {std::string(), std::string(64, 'c'), std::string("1abc"), std::string("a-b"), std::string("ab c")}) {
+    CAPTURE(bad);
+    CHECK_THROWS_AS(pg::make_notify_transport(db, listening_on("", bad)), invalid_argument);
+  }
+  CHECK_NOTHROW(pg::make_notify_transport(db, listening_on("", std::string(63, 'c'))));
+  auto o = listening_on("", "ok_channel");
+  o.reconnect_min = 0ms;
+  CHECK_THROWS_AS(pg::make_notify_transport(db, o), invalid_argument);
+  o = listening_on("", "ok_channel");
+  o.reconnect_max = o.reconnect_min - 1ms;
+  CHECK_THROWS_AS(pg::make_notify_transport(db, o), invalid_argument);
+  o = listening_on("", "ok_channel");
+  o.startup_wait = -1ms;
+  CHECK_THROWS_AS(pg::make_notify_transport(db, o), invalid_argument);
+  CHECK_THROWS_AS(pg::make_notify_transport(db, listening_on("sqlite:x.db", "ok_channel")), casecore::bad_url);
+  CHECK_FALSE(fs::exists("x.db"));
+
+  // A PostgreSQL transport on a SQLite database, or asked to notify inside a SQLite transaction.
+  const auto folder = casecore::testing::temp_root() / fresh("casecore-notify-");
+  fs::create_directories(folder);
+  {
+    auto lite = casecore::open("sqlite://" + (folder / "t.db").string());
+    CHECK_THROWS_AS(pg::make_notify_transport(lite, listening_on("", "ok_channel")), invalid_argument);
+    auto t = pg::make_notify_transport(db, listening_on("", "ok_channel"));
+    CHECK_THROWS_AS(lite.write([&](transaction& tx) { t->notify(tx, "topic"); }), invalid_argument);
+    CHECK(t->stats().sent == 0);
+  }
+  fs::remove_all(folder);
+}
+
+TEST_CASE("the PostgreSQL blob store refuses bad names, chunk sizes, stale ages and non-PostgreSQL databases") {
+  CASECORE_PG_PORTS_ONLY();
+  scratch_database s;
+  auto db = s.open();
+  using opts = pg::blob_store_options;
+  const std::vector<std::pair<const char*, std::function<void(opts&)>>> bad = {
+      {"empty name", [](opts& o) { o.name.clear(); }},
+      {"long name", [](opts& o) { o.name = std::string(101, 'n'); }},
+      {"control character", [](opts& o) { o.name = "a\tb"; }},
+      {"small chunks", [](opts& o) { o.chunk_size = 4095; }},
+      {"huge chunks", [](opts& o) { o.chunk_size = (std::size_t{64} << 20) + 1; }},
+      {"stale age 0", [](opts& o) { o.stale_upload_after = 0ms; }},
+  };
+  for (const auto& [what, change] : bad) {
+    CAPTURE(std::string(what));
+    opts o;
+    change(o);
+    CHECK_THROWS_AS(pg::make_blob_store(db, o), invalid_argument);
+  }
+  opts edge;
+  edge.name = std::string(100, 'n');
+  edge.chunk_size = 4096;
+  auto store = pg::make_blob_store(db, edge);
+  CHECK(store->put("k", std::string(10000, 'x')));
+  CHECK(store->get("k") == std::string(10000, 'x'));
+  const auto folder = casecore::testing::temp_root() / fresh("casecore-pgblob-");
+  fs::create_directories(folder);
+  {
+    auto lite = casecore::open("sqlite://" + (folder / "t.db").string());
+    CHECK_THROWS_AS(pg::make_blob_store(lite), invalid_argument);
+  }
+  fs::remove_all(folder);
+}

@@ -56,3 +56,43 @@ TEST_CASE("a later \"$user\" schema with look-alike tables does not capture case
   c.disconnect();
   aw.exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)");
 }
+
+TEST_CASE("the pinned search_path keeps configured schemas in order and quoted names whole, never \"$user\" or pg_temp") {
+  if (testing::behind_test_pooler()) {
+    MESSAGE("skipped behind a pooler: the test creates a database of its own, directly");
+    return;
+  }
+  const std::string admin = std::getenv("CASECORE_TEST_PG_URL");
+  const std::string name = "sp2_" + std::to_string(::getpid());
+  {
+    pqxx::connection c(admin);
+    pqxx::nontransaction w(c);
+    w.exec("DROP DATABASE IF EXISTS " + name);
+    w.exec("CREATE DATABASE " + name);
+  }
+  const auto url = admin.substr(0, admin.rfind('/')) + "/" + name;
+  {
+    pqxx::connection c(url);
+    pqxx::nontransaction w(c);
+    w.exec("CREATE SCHEMA app");
+    w.exec("CREATE SCHEMA \"Weird,Name\"");
+    w.exec("ALTER DATABASE " + name + " SET search_path = \"$user\", app, pg_temp, \"Weird,Name\", public");
+  }
+  auto show = [](database& db) { return db.read([](transaction& tx) { return tx.query_one<std::string>("SHOW search_path"); }); };
+  {
+    auto db = casecore::open(url);
+    CHECK(show(db) == "app, \"Weird,Name\", public, pg_temp");
+  }
+  {
+    pqxx::connection c(url);
+    pqxx::nontransaction w(c);
+    w.exec("ALTER DATABASE " + name + " SET search_path = \"$user\", pg_temp");
+  }
+  {
+    auto db = casecore::open(url); // nothing left but what must not come first: only the catalog
+    CHECK(show(db) == "pg_catalog, pg_temp");
+  }
+  pqxx::connection a(admin);
+  pqxx::nontransaction aw(a);
+  aw.exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)");
+}

@@ -2,7 +2,8 @@
 //
 // Many processes and hosts share one database. Transactions are opened with an explicit BEGIN
 // (isolation chosen per call); statements are prepared once per connection and always take bound
-// parameters. A connection that breaks is discarded by the pool and replaced.
+// parameters. A connection that breaks is discarded by the pool and replaced. BYTEA values read back
+// byte for byte under either bytea_output (hex or escape; escape once read as empty blobs).
 // Thread safety: a connection is used by one thread at a time; the backend is thread-safe.
 #pragma once
 

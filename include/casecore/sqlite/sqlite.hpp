@@ -26,7 +26,7 @@ namespace casecore::sqlite {
 /// PRAGMA synchronous levels.
 enum class synchronous { off, normal, full, extra };
 
-/// SQLite-specific settings (URL parameters busy_timeout_ms and synchronous override them).
+/// SQLite-specific settings (URL parameters busy_timeout_ms and synchronous, the latter in any letter case, override them).
 struct options {
   /// Durability. FULL (default) syncs the WAL at every commit, so a committed transaction survives
   /// power loss: counter numbers, lease tokens and job epochs once handed out are never handed out
