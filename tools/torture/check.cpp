@@ -303,10 +303,12 @@ void check_fencing(database& db, const std::string& run, report& out) {
 void check_jobs(database& db, const std::string& run, const std::multimap<std::string, op_row>& ops, report& out) {
   std::map<std::int64_t, std::string> state;
   std::map<std::int64_t, std::int64_t> superseded_by; // a run that had to go back to waiting while a newer job of its key waited
+  std::map<std::int64_t, std::string> last_error;     // for the violation message
   db.read([&](transaction& tx) {
     for (auto r : tx.exec("SELECT id, state, last_error FROM casecore_jobs WHERE operation = $1", job_operation(run))) {
       state[r.get<std::int64_t>(0)] = r.get<std::string>(1);
       const auto err = r.get<std::string>(2);
+      last_error[r.get<std::int64_t>(0)] = err;
       if (const auto at = err.find("superseded by job "); at != std::string::npos)
         superseded_by[r.get<std::int64_t>(0)] = std::stoll(err.substr(at + 18));
     }
@@ -319,12 +321,25 @@ void check_jobs(database& db, const std::string& run, const std::multimap<std::s
   }
   std::int64_t not_succeeded = 0, missing = 0, twice = 0, lost = 0;
   for (const auto& [id, st] : state) {
-    const auto sup = superseded_by.find(id);
-    const bool replaced = st == "cancelled" && sup != superseded_by.end() && state.count(sup->second) &&
-                          state.at(sup->second) == "succeeded";
+    // Superseding can chain (X by Y while Y waited, then Y by Z when Y's run was lost while Z
+    // waited): X's work is done when the newest job of the chain succeeded.
+    bool replaced = false;
+    if (st == "cancelled") {
+      auto at = id;
+      for (std::size_t hops = 0; hops <= superseded_by.size(); ++hops) {
+        const auto sup = superseded_by.find(at);
+        if (sup == superseded_by.end() || !state.count(sup->second)) break;
+        at = sup->second;
+        if (state.at(at) == "succeeded") {
+          replaced = true;
+          break;
+        }
+        if (state.at(at) != "cancelled") break;
+      }
+    }
     if (st != "succeeded" && !replaced) {
       ++not_succeeded;
-      violation(out, "jobs_not_succeeded", "job " + std::to_string(id) + " is " + st, 0);
+      violation(out, "jobs_not_succeeded", "job " + std::to_string(id) + " is " + st + " (last error: " + last_error[id].substr(0, 200) + ")", 0);
     }
     for (std::size_t s = 0; s < job_stages.size(); ++s) {
       const auto key = std::to_string(id) + ":" + std::to_string(s);
