@@ -77,7 +77,7 @@ run() {
 }
 
 start=$SECONDS
-jobs_tests='^(jobs_test|worker_test)\.'
+jobs_tests='^(job_queue_test|job_queue_claims_test|job_queue_long_run_test|worker_test)\.'
 # The property tests stay out of the short run (10,000 cases on PostgreSQL are mostly round trips;
 # repository_test covers the same statements); CASECORE_TEST_LONG=1 runs them too.
 pg_skip=(-LE property)
