@@ -2,6 +2,7 @@
 // local store and the FTS5 index shared across processes. The suites themselves must be able to
 // fail: a deliberately broken store is rejected.
 #include <casecore/detail/token.hpp>
+#include <casecore/sqlite/search_index.hpp>
 #include <casecore/hash.hpp>
 #include <casecore/open.hpp>
 #include <casecore/ports/blob_store.hpp>

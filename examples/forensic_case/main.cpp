@@ -19,6 +19,7 @@
 #include <casecore/migration.hpp>
 #include <casecore/ports/blob_store.hpp>
 #include <casecore/ports/search_index.hpp>
+#include <casecore/sqlite/search_index.hpp>
 #include <casecore/repository.hpp>
 #include <casecore/worker.hpp>
 

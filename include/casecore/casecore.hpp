@@ -37,6 +37,7 @@
 #include <casecore/retry.hpp>
 #include <casecore/single_flight.hpp>
 #include <casecore/snapshot.hpp>
+#include <casecore/sqlite/search_index.hpp>
 #include <casecore/sqlite/sqlite.hpp>
 #include <casecore/staging.hpp>
 #include <casecore/state_machine.hpp>

@@ -89,9 +89,7 @@ protected:
 /// The reference implementation in memory.
 std::unique_ptr<search_index> make_memory_search_index();
 
-/// The embedded default: SQLite FTS5 in its own database file `path` (created if missing), so the
-/// application database never carries the index. Several handles and processes may share the file.
-std::unique_ptr<search_index> make_sqlite_search_index(const std::filesystem::path& path);
+// The embedded default, SQLite FTS5, is in casecore/sqlite/search_index.hpp (the SQLite adapter).
 
 } // namespace casecore
 

@@ -6,7 +6,7 @@
 // in-memory reference answer the conformance queries identically.
 // Fences: search_fences(scope, token) in the same file; the mark is checked and raised inside the
 // writing BEGIN IMMEDIATE transaction, so the check and the write are atomic across processes.
-#include <casecore/ports/search_index.hpp>
+#include <casecore/sqlite/search_index.hpp>
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <sqlite3.h>
