@@ -97,11 +97,6 @@ std::vector<std::string> lines(const std::string& text) {
   return out;
 }
 
-database migrated(const scratch_database& s) {
-  auto db = s.open();
-  migrate(db);
-  return db;
-}
 
 } // namespace
 
@@ -132,8 +127,7 @@ TEST_CASE("cli: migrate, then status shows schema versions, pool and table count
 
 TEST_CASE("cli: outbox pending and metrics, plain and JSON") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   db.write([](transaction& tx) {
     for (int i = 0; i < 3; ++i) outbox::publish(tx, "mail", "m" + std::to_string(i));
   });
@@ -210,7 +204,7 @@ TEST_CASE("cli: several processes migrate and read at once") {
 
 TEST_CASE("cli: counter next and show, plain and JSON") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   auto r = cli(s, {"counter", "next", "wo", "--scope", "2025"});
   CHECK(r.code == 0);
   CHECK(r.out == "1\n");
@@ -252,7 +246,7 @@ TEST_CASE("cli: counter next and show, plain and JSON") {
 
 TEST_CASE("cli: counter next from 8 processes at once is unique and gapless") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   constexpr int procs = 8, per = 8;
   // Each shell runs the CLI `per` times back to back, so the 8 streams overlap for their whole run.
   const std::string loop = "i=0; while [ $i -lt " + std::to_string(per) +
@@ -277,7 +271,7 @@ TEST_CASE("cli: counter next from 8 processes at once is unique and gapless") {
 
 TEST_CASE("cli: file register and list, plain and JSON") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   const auto upload = s.folder() / "report.pdf";
   std::ofstream(upload) << "hello";
   const auto blobs = (s.folder() / "blobs").string();
@@ -330,7 +324,7 @@ TEST_CASE("cli: file register and list, plain and JSON") {
 
 TEST_CASE("cli: lease list and release, by holder and forced") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   auto a = lease::try_acquire(db, "case:1:reindex", "alice", 60s);
   auto b = lease::try_acquire(db, "case:2:reindex", "bob", 60s);
   REQUIRE(a);
@@ -384,7 +378,7 @@ TEST_CASE("cli: lease list and release, by holder and forced") {
 
 TEST_CASE("cli: job list, show, retry, cancel and stats") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   jobs::job_spec f;
   f.operation = "full";
   f.subject = "file:1";
@@ -576,7 +570,7 @@ TEST_CASE("cli: under --json an error is one JSON document on stdout (and a line
 
 TEST_CASE("cli: job stats --json lists every state, zeros included") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   auto r = cli(s, {"--json", "job", "stats"});
   CHECK(r.code == 0);
   CHECK(has(r.out, "\"by_state\":{\"queued\":0,\"running\":0,\"succeeded\":0,\"failed\":0,\"cancelled\":0}"));
@@ -590,7 +584,7 @@ TEST_CASE("cli: job stats --json lists every state, zeros included") {
 
 TEST_CASE("cli: metrics --json numbers are exact JSON numbers (no fixed six decimals, no nan)") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   db.write([](transaction& tx) {
     for (int i = 0; i < 3; ++i) outbox::publish(tx, "mail", "m");
   });

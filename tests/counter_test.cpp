@@ -19,11 +19,6 @@ using casecore::testing::scratch_database;
 
 namespace {
 
-database migrated(scratch_database& s) {
-  auto db = s.open();
-  migrate(db);
-  return db;
-}
 
 std::int64_t current(database& db, std::string_view name, std::string_view scope = {}) {
   return db.read([&](transaction& tx) { return counter::current(tx, name, scope); });
@@ -71,7 +66,7 @@ bool allocate_and_maybe_abort(database& db, const std::string& who, int i) {
 
 TEST_CASE("counters start at 1, are separate per (name, scope) and survive reopening") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   CHECK(current(db, "wo") == 0);
   db.write([](transaction& tx) {
     CHECK(counter::next(tx, "wo") == 1);
@@ -87,7 +82,7 @@ TEST_CASE("counters start at 1, are separate per (name, scope) and survive reope
 
 TEST_CASE("a rolled-back transaction gives its number back") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   CHECK_THROWS(db.write([](transaction& tx) {
     CHECK(counter::next(tx, "inv") == 1);
     throw std::runtime_error("rollback");
@@ -98,7 +93,7 @@ TEST_CASE("a rolled-back transaction gives its number back") {
 
 TEST_CASE("reserve hands out a block and current reads the last number") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   db.write([](transaction& tx) {
     CHECK(counter::reserve(tx, "ro", "", 10) == 1);
     CHECK(counter::reserve(tx, "ro", "", 5) == 11);
@@ -109,7 +104,7 @@ TEST_CASE("reserve hands out a block and current reads the last number") {
 
 TEST_CASE("list shows every counter, or every scope of one name, by (name, scope)") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   db.read([](transaction& tx) { CHECK(counter::list(tx).empty()); });
   db.write([](transaction& tx) {
     counter::reserve(tx, "wo", "2025", 7);
@@ -130,7 +125,7 @@ TEST_CASE("list shows every counter, or every scope of one name, by (name, scope
 
 TEST_CASE("seeding from a legacy maximum never goes backwards") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   db.write([](transaction& tx) {
     tx.exec_script("CREATE TABLE legacy_orders(id INTEGER PRIMARY KEY, number BIGINT)");
     for (int n : {5, 41, 17}) tx.exec("INSERT INTO legacy_orders(id, number) VALUES($1, $2)", n, n);
@@ -163,7 +158,7 @@ TEST_CASE("format_number renders business numbers and rejects unknown placeholde
 
 TEST_CASE("bad input is a typed error and writes nothing") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   const std::string long_name(129, 'x');
   db.write([&](transaction& tx) {
     CHECK_THROWS_AS(counter::next(tx, ""), invalid_argument);
@@ -184,7 +179,7 @@ TEST_CASE("bad input is a typed error and writes nothing") {
 
 TEST_CASE("threads: in-transaction next is unique and gapless even with rollbacks") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   make_issued(db);
   constexpr int threads = 8, per = 30;
   std::atomic<int> committed{0};
@@ -208,7 +203,7 @@ CASECORE_CHILD(counter_in_tx) {
 
 TEST_CASE("processes: in-transaction next is unique and gapless even with rollbacks") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   make_issued(db);
   const auto results = casecore::testing::run_children("counter_in_tx", 4, {s.url(), "30"});
   std::int64_t committed = 0;
@@ -222,7 +217,7 @@ TEST_CASE("processes: in-transaction next is unique and gapless even with rollba
 
 TEST_CASE("threads: standalone next gives N x M distinct numbers in fewer transactions") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   constexpr int threads = 16, per = 40;
   std::mutex m;
   std::set<std::int64_t> seen;
@@ -245,7 +240,7 @@ TEST_CASE("threads: standalone next gives N x M distinct numbers in fewer transa
 
 TEST_CASE("standalone next shares its counter with in-transaction next") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   // Standalone numbers come from blocks reserved on the same row, so the two kinds never collide.
   std::set<std::int64_t> seen;
   auto other = s.open(); // a second handle has its own combiner but the same row
@@ -274,7 +269,7 @@ CASECORE_CHILD(counter_standalone) {
 
 TEST_CASE("processes x threads: standalone next never hands out a number twice") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   const auto results = casecore::testing::run_children("counter_standalone", 3, {s.url(), "25"});
   std::multiset<std::int64_t> all;
   for (const auto& r : results) {
@@ -346,7 +341,7 @@ template <class F> void check_overflow_refused(database& db, F&& f) {
 // of range, then INT64_MIN again and again; PostgreSQL: an untyped out-of-range error).
 TEST_CASE("a counter at INT64_MAX refuses to overflow with a typed error and writes nothing") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   CHECK(db.write([](transaction& tx) { return counter::seed_from_max(tx, "big", "", int64_max - 2); }) == int64_max - 2);
   CHECK(db.write([](transaction& tx) { return counter::next(tx, "big"); }) == int64_max - 1);
   CHECK(db.write([](transaction& tx) { return counter::next(tx, "big"); }) == int64_max);
@@ -380,7 +375,7 @@ TEST_CASE("a counter at INT64_MAX refuses to overflow with a typed error and wri
 
 TEST_CASE("seed_from_table refuses a legacy maximum that is not a 64-bit integer") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   db.write([](transaction& tx) {
     tx.exec_script("CREATE TABLE legacy_big(x DOUBLE PRECISION); CREATE TABLE legacy_max(x BIGINT)");
     tx.exec("INSERT INTO legacy_big(x) VALUES($1)", 1e19); // beyond INT64_MAX
@@ -394,7 +389,7 @@ TEST_CASE("seed_from_table refuses a legacy maximum that is not a 64-bit integer
 
 TEST_CASE("seeding a counter needs a write transaction and a non-negative value; a refused seed writes nothing") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   db.read([](transaction& tx) { CHECK_THROWS_AS(counter::seed_from_max(tx, "invoice", "", 10), invalid_argument); });
   db.write([](transaction& tx) { CHECK_THROWS_AS(counter::seed_from_max(tx, "invoice", "", -1), invalid_argument); });
   db.read([](transaction& tx) { CHECK(counter::list(tx, "invoice").empty()); });
@@ -406,7 +401,7 @@ TEST_CASE("seeding a counter needs a write transaction and a non-negative value;
 
 TEST_CASE("seed_from_table takes an integral maximum stored as floating point or text, and refuses fractions and words") {
   scratch_database s;
-  auto db = migrated(s);
+  auto db = s.open_migrated();
   db.write([](transaction& tx) {
     tx.exec_script("CREATE TABLE lg_real(x DOUBLE PRECISION); CREATE TABLE lg_frac(x DOUBLE PRECISION); "
                    "CREATE TABLE lg_text(x TEXT); CREATE TABLE lg_text_real(x TEXT); CREATE TABLE lg_word(x TEXT)");

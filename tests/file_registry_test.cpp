@@ -105,8 +105,7 @@ protected:
 
 TEST_CASE("a file registers once per case and name; duplicates name the first registrant") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   auto store = make_local_blob_store(s.folder() / "blobs");
   file_registry reg(db, *store);
   const auto path = write_file(s.folder() / "in", "report.pdf", content_of(1));
@@ -135,8 +134,7 @@ TEST_CASE("a file registers once per case and name; duplicates name the first re
 
 TEST_CASE("a stream is hashed and stored in one pass, in chunks") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   auto store = make_memory_blob_store();
   file_registry_options o;
   o.chunk_size = 4096;
@@ -152,8 +150,7 @@ TEST_CASE("a stream is hashed and stored in one pass, in chunks") {
 
 TEST_CASE("names are metadata: traversal names are stored verbatim and never touch the filesystem") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   const auto blobs = s.folder() / "blobs";
   auto store = make_local_blob_store(blobs);
   file_registry reg(db, *store);
@@ -178,8 +175,7 @@ TEST_CASE("names are metadata: traversal names are stored verbatim and never tou
 
 TEST_CASE("bad input is a typed error and writes nothing") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   auto store = make_local_blob_store(s.folder() / "blobs");
   file_registry_options o;
   o.max_size = 1000;
@@ -218,8 +214,7 @@ TEST_CASE("bad input is a typed error and writes nothing") {
 
 TEST_CASE("a blob store that fails mid-write or at commit leaves no blob and no row") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   failing_store store;
   file_registry_options o;
   o.chunk_size = 1000;
@@ -239,8 +234,7 @@ TEST_CASE("a blob store that fails mid-write or at commit leaves no blob and no 
 
 TEST_CASE("a rolled-back registration leaves an orphan that the sweep removes; registered blobs stay") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   auto store = make_local_blob_store(s.folder() / "blobs");
   file_registry reg(db, *store);
   const auto kept = reg.register_path("c", write_file(s.folder() / "in", "a", content_of(1)), "a", "alice");
@@ -265,8 +259,7 @@ TEST_CASE("a rolled-back registration leaves an orphan that the sweep removes; r
 
 TEST_CASE("storm: threads register overlapping files, roll some back, while a sweeper runs") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   auto store = make_local_blob_store(s.folder() / "blobs", {false});
   file_registry reg(db, *store);
   constexpr int contents = 6;
@@ -346,8 +339,7 @@ CASECORE_CHILD(register_child) {
 
 TEST_CASE("storm: processes register the same files; exactly one wins each identity") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   const auto in = s.folder() / "in";
   for (int i = 0; i < 7; ++i) write_file(in, "f" + std::to_string(i), content_of(i));
   const auto blobs = s.folder() / "blobs";
@@ -367,8 +359,7 @@ TEST_CASE("storm: processes register the same files; exactly one wins each ident
 
 TEST_CASE("re-indexing a registered file with event ids never duplicates documents") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   auto store = make_memory_blob_store();
   file_registry reg(db, *store);
   std::istringstream in("alpha event\nbeta event\ngamma event\n");
@@ -387,8 +378,7 @@ TEST_CASE("re-indexing a registered file with event ids never duplicates documen
 
 TEST_CASE("a registry refuses a chunk size of 0 or above 64 MiB, and register_staged outside a write transaction") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   auto store = make_local_blob_store(s.folder() / "blobs");
   file_registry_options o;
   o.chunk_size = 0;

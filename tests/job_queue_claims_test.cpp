@@ -29,8 +29,7 @@ namespace {
 database migrated(const scratch_database& s, std::size_t pool = 0) {
   database_options o;
   if (pool) o.pool.size = pool;
-  auto db = s.open(o);
-  migrate(db);
+  auto db = s.open_migrated(o);
   db.write([](transaction& tx) {
     tx.exec_script(render_sql(tx, "CREATE TABLE stage_runs(id {{id}}, job_id BIGINT NOT NULL, stage TEXT NOT NULL, "
                                             "token BIGINT NOT NULL DEFAULT 0)"));

@@ -26,9 +26,7 @@ namespace {
 database migrated(const scratch_database& s, std::size_t pool = 0) {
   database_options o;
   if (pool) o.pool.size = pool;
-  auto db = s.open(o);
-  migrate(db);
-  return db;
+  return s.open_migrated(o);
 }
 
 std::int64_t scalar(database& db, const std::string& sql) {

@@ -24,9 +24,7 @@ namespace {
 database migrated(const scratch_database& s, int pool = 0) {
   database_options o;
   if (pool) o.pool.size = static_cast<std::size_t>(pool);
-  auto db = s.open(o);
-  migrate(db);
-  return db;
+  return s.open_migrated(o);
 }
 
 jobs::job_spec spec(std::string op, std::string subject, std::vector<std::string> stages = {}) {

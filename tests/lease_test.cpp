@@ -20,8 +20,7 @@ using casecore::testing::scratch_database;
 namespace {
 
 database open_migrated(const scratch_database& s) {
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   db.write([](transaction& tx) {
     tx.exec_script(render_sql(tx, "CREATE TABLE guarded(id {{id}}, token BIGINT NOT NULL, "
                                             "event TEXT NOT NULL, who TEXT NOT NULL)"));

@@ -100,8 +100,7 @@ TEST_CASE("metrics: concurrent increments are all counted") {
 
 TEST_CASE("metrics: database pool and transaction figures, collectors, visit and failing collectors") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   for (int i = 0; i < 3; ++i) db.write([](transaction& tx) { outbox::publish(tx, "t", "p"); });
   CHECK_THROWS(db.write([](transaction&) { throw std::runtime_error("rolled back"); }));
   metrics::registry r;

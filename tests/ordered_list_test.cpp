@@ -20,8 +20,7 @@ using casecore::testing::scratch_database;
 namespace {
 
 database migrated(const scratch_database& s) {
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   return db;
 }
 

@@ -12,8 +12,7 @@ using casecore::testing::scratch_database;
 
 TEST_CASE("an outbox message exists if and only if its transaction committed") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   db.write([](transaction& tx) { outbox::publish(tx, "upload", "payload-1", "obj-1"); });
   CHECK_THROWS(db.write([](transaction& tx) {
     outbox::publish(tx, "upload", "payload-2");
@@ -32,8 +31,7 @@ TEST_CASE("an outbox message exists if and only if its transaction committed") {
 
 TEST_CASE("a failed delivery is retried later, with attempts counted") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   db.write([](transaction& tx) { outbox::publish(tx, "mail", "hello"); });
   outbox::drain_options o;
   o.retry_delay = std::chrono::milliseconds(1);
@@ -47,8 +45,7 @@ TEST_CASE("a failed delivery is retried later, with attempts counted") {
 
 TEST_CASE("bad outbox input is a typed error") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   CHECK_THROWS_AS(db.write([](transaction& tx) { outbox::publish(tx, "", "x"); }), invalid_argument);
   outbox::drain_options o;
   o.batch = 0;
@@ -70,8 +67,7 @@ TEST_CASE("bad outbox input is a typed error") {
 
 TEST_CASE("concurrent drainers deliver every message, none twice") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   constexpr int messages = 300;
   db.write([](transaction& tx) {
     for (int i = 0; i < messages; ++i) outbox::publish(tx, "t", std::to_string(i));
@@ -94,8 +90,7 @@ TEST_CASE("concurrent drainers deliver every message, none twice") {
 
 TEST_CASE("publishing needs a write transaction and a payload of at most 16 MiB; a refused publish writes nothing") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   db.read([](transaction& tx) { CHECK_THROWS_AS(outbox::publish(tx, "case.closed", "{}"), invalid_argument); });
   db.write([](transaction& tx) { CHECK_THROWS_AS(outbox::publish(tx, "case.closed", std::string(16 * 1024 * 1024 + 1, 'x')), invalid_argument); });
   CHECK(db.read([](transaction& tx) { return tx.query_one<std::int64_t>("SELECT count(*) FROM casecore_outbox"); }) == 0);

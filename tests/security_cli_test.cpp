@@ -143,8 +143,7 @@ void plant_hostile_rows(database& db) {
 
 TEST_CASE("cli: text output escapes control characters from the database; rows cannot be forged") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   plant_hostile_rows(db);
   const auto job_id = std::to_string(jobs::list(db, std::nullopt, 10).at(0).id);
   for (const auto& cmd : std::vector<std::vector<std::string>>{
@@ -173,8 +172,7 @@ TEST_CASE("cli: text output escapes control characters from the database; rows c
 
 TEST_CASE("cli: --json output is valid UTF-8 JSON whatever the database holds") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   plant_hostile_rows(db);
   if (s.kind() == casecore::testing::backend_kind::sqlite) // PostgreSQL refuses invalid UTF-8 itself
     db.write([](transaction& tx) { tx.exec("UPDATE casecore_leases SET owner = $1", std::string("bad\xff\xfe utf8 \xc3")); });
@@ -246,8 +244,7 @@ TEST_CASE("cli: read-only commands never switch the journal mode; write commands
   if (s.kind() != casecore::testing::backend_kind::sqlite) return;
   const auto file = parse_url(s.url()).target;
   {
-    auto db = s.open();
-    migrate(db);
+    auto db = s.open_migrated();
     auto g = lease::try_acquire(db, "l", "o", 60s);
     REQUIRE(g);
   }
@@ -267,8 +264,7 @@ TEST_CASE("cli: read-only commands never switch the journal mode; write commands
 
 TEST_CASE("cli: file register on PostgreSQL needs a named blob folder; nothing lands in the working directory") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   const auto cwd = s.folder() / "cwd";
   fs::create_directories(cwd);
   std::ofstream(cwd / "upload.txt") << "evidence";

@@ -234,8 +234,7 @@ TEST_CASE("a second local user cannot read blobs, staging folders or the SQLite 
   ::chmod(control.c_str(), 0644);
   REQUIRE_MESSAGE(other.can_read(control), "the probe user must be able to read a 0644 file (else this test proves nothing)");
 
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   const auto blobs = s.folder() / "blobs";
   auto store = make_local_blob_store(blobs);
   file_registry reg(db, *store);
@@ -265,8 +264,7 @@ TEST_CASE("SQLite: a database file casecore creates is 0600, and so are its -wal
   scratch_database s;
   if (s.kind() != casecore::testing::backend_kind::sqlite) return;
   umask_scope usual(022);
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   const fs::path file = parse_url(s.url()).target;
   CHECK(mode_of(file) == 0600);
   for (const char* suffix : {"-wal", "-shm"})
@@ -281,8 +279,7 @@ TEST_CASE("SQLite: a database file casecore creates is 0600, and so are its -wal
 
 TEST_CASE("registration refuses a symlink unless asked to follow it") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   auto store = make_local_blob_store(s.folder() / "blobs");
   file_registry reg(db, *store);
   const auto secret = write_file(s.folder() / "private" / "key.pem", "-----BEGIN PRIVATE KEY-----");
@@ -300,8 +297,7 @@ TEST_CASE("registration refuses a symlink unless asked to follow it") {
 
 TEST_CASE("registration of a FIFO, a device, a socket or a folder is a typed error, never a hang") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   auto store = make_local_blob_store(s.folder() / "blobs");
   file_registry reg(db, *store);
   const auto fifo = s.folder() / "pipe";
@@ -327,8 +323,7 @@ TEST_CASE("registration of a FIFO, a device, a socket or a folder is a typed err
 // name: a FIFO renamed over the path in between hung the registering thread for good.
 TEST_CASE("a path swapped between a file and a FIFO while registering never hangs and never registers wrong bytes") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   auto store = make_local_blob_store(s.folder() / "blobs");
   file_registry reg(db, *store);
   const auto dir = s.folder() / "swap";
@@ -370,8 +365,7 @@ TEST_CASE("a path swapped between a file and a FIFO while registering never hang
 
 TEST_CASE("a path replaced after it was opened still registers the bytes that were opened") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   auto store = make_local_blob_store(s.folder() / "blobs");
   file_registry reg(db, *store);
   const auto target = write_file(s.folder() / "in" / "target", "original bytes");
@@ -404,8 +398,7 @@ TEST_CASE("a path replaced after it was opened still registers the bytes that we
 
 TEST_CASE("a staged blob is accepted only by the registry that staged it") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   auto store = make_local_blob_store(s.folder() / "blobs");
   file_registry mine(db, *store), theirs(db, *store);
   std::istringstream in("case A's evidence");
@@ -423,8 +416,7 @@ TEST_CASE("a staged blob is accepted only by the registry that staged it") {
 
 TEST_CASE("content planted under a hash in the blob folder is replaced, not accepted, when that content registers") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   const auto dir = s.folder() / "blobs";
   auto store = make_local_blob_store(dir);
   const std::string genuine = "genuine lab report";
@@ -443,8 +435,7 @@ TEST_CASE("content planted under a hash in the blob folder is replaced, not acce
 
 TEST_CASE("reads are verified: a blob replaced after registration is reported, never returned") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   const auto dir = s.folder() / "blobs";
   auto store = make_local_blob_store(dir);
   file_registry reg(db, *store);
@@ -540,8 +531,7 @@ TEST_CASE("local blob store: a new shard's parent is fsynced, and an existing bl
 
 TEST_CASE("registration of a Unix socket is a typed error and stores nothing") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   auto store = make_local_blob_store(s.folder() / "blobs");
   file_registry reg(db, *store);
   const auto path = s.folder() / "sock";

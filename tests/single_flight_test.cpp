@@ -114,8 +114,7 @@ TEST_CASE("versioned_cache: 64 concurrent callers of one version compute once") 
 
 TEST_CASE("versioned_cache: invalidation follows commit, never rollback") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   versioned_cache<std::string, int> cache;
   int computations = 0;
   auto get = [&] { return cache.get("k", 1, [&] { return ++computations; }); };

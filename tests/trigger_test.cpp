@@ -109,8 +109,7 @@ CASECORE_CHILD(trigger_host) {
 
 TEST_CASE("database nonce store: a request replayed from many processes and threads is accepted once") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   const auto now = real_now();
   const auto header = signer(key).sign("POST", "/cron", "x", now, "nonce-shared-000000001");
   std::atomic<int> accepted{0};
@@ -133,8 +132,7 @@ TEST_CASE("database nonce store: a request replayed from many processes and thre
 
 TEST_CASE("database nonce store: nonces expired on the database clock are pruned and can be stored again") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   database_nonce_store store(db);
   const auto now = real_now();
   CHECK(store.remember({"nonce-aaaaaaaaaaaaaaaa", now, now + 100, 60}) == remembered::stored);
@@ -155,8 +153,7 @@ TEST_CASE("database nonce store: nonces expired on the database clock are pruned
 // to a second host inside that host's window was accepted. Both hosts are within the 60 s skew bound.
 TEST_CASE("database nonce store: two verifiers with skewed clocks never accept a replay") {
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   const auto store = std::make_shared<database_nonce_store>(db);
   verifier on_time(key, store);          // host B: its clock is the database's
   verifier ahead(key, store);            // host A: 30 s ahead
@@ -196,8 +193,7 @@ TEST_CASE("database nonce store: verifier processes with faked clocks never acce
     MESSAGE("skipped: /usr/bin/faketime (libfaketime) is not installed");
     return;
   }
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   const auto t0 = real_now();
   signer sign(key);
   const auto captured = sign.sign("POST", "/cron", "x", t0 - 285, "nonce-captured-faked01");

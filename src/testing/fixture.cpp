@@ -83,4 +83,10 @@ bool behind_test_pooler() {
 
 database scratch_database::open(database_options options) const { return casecore::open(url_, std::move(options)); }
 
+database scratch_database::open_migrated(database_options options, std::span<const migration> extra) const {
+  auto db = open(std::move(options));
+  migrate(db, extra);
+  return db;
+}
+
 } // namespace casecore::testing

@@ -544,8 +544,7 @@ CASECORE_CHILD(ports_host) {
 TEST_CASE("two hosts sharing only PostgreSQL register and search the same files and wake each other's workers") {
   CASECORE_PG_PORTS_ONLY();
   scratch_database s;
-  auto db = s.open();
-  migrate(db);
+  auto db = s.open_migrated();
   db.write([](transaction& tx) {
     tx.exec_script("CREATE TABLE host_signals (name text PRIMARY KEY);"
                    "CREATE TABLE host_visits (consumer text PRIMARY KEY, enqueued_us bigint, started_us bigint, found_doc boolean,"

@@ -11,8 +11,10 @@
 #pragma once
 
 #include <casecore/database.hpp>
+#include <casecore/migration.hpp>
 
 #include <filesystem>
+#include <span>
 #include <string>
 
 #include <casecore/export.hpp>
@@ -43,6 +45,9 @@ public:
   const std::string& url() const noexcept { return url_; }
   /// Open a new handle on it (its own pool).
   database open(database_options options = {}) const;
+  /// Open a new handle and apply casecore's migrations, then `extra` (the host's own), as a
+  /// deployment's start-up does.
+  database open_migrated(database_options options = {}, std::span<const migration> extra = {}) const;
   /// The backend.
   backend_kind kind() const noexcept { return kind_; }
   /// A folder private to this fixture (for blob stores, staging areas...).
