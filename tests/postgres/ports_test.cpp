@@ -48,12 +48,16 @@ std::string fresh(const char* prefix) { return prefix + detail::random_token().s
 
 // LISTEN needs a session of its own, which a transaction pooler cannot give: behind one, a
 // deployment hands the transport the server's direct address (docs/deploying-on-many-hosts.md), and
-// so do these tests when scripts/test.sh reruns the suite through PgBouncer
-// (CASECORE_TEST_PG_DIRECT_URL); the database handles still go through the pooler.
+// so do the tests that need a listening transport when scripts/test.sh reruns the suite through
+// PgBouncer (CASECORE_TEST_PG_DIRECT_URL); the database handles still go through the pooler.
+std::string server_listen_url(const std::string& url) {
+  const char* direct = std::getenv("CASECORE_TEST_PG_DIRECT_URL");
+  return direct && *direct ? std::string(direct) : url;
+}
+
 pg::notify_transport_options listening_on(const std::string& url, const std::string& channel) {
   pg::notify_transport_options o;
-  const char* direct = std::getenv("CASECORE_TEST_PG_DIRECT_URL");
-  o.listen_url = direct && *direct ? std::string(direct) : url;
+  o.listen_url = url;
   o.channel = channel;
   o.on_event = [](std::string_view) {}; // keep test output clean; tests read stats() instead
   return o;
@@ -109,7 +113,7 @@ TEST_CASE("conformance: PostgreSQL LISTEN/NOTIFY transport") {
   CASECORE_PG_PORTS_ONLY();
   scratch_database s;
   auto db = s.open();
-  CHECK_NOTHROW(casecore::testing::check_task_transport([&] { return std::make_unique<pg::notify_transport>(db, listening_on(s.url(), fresh("ch_"))); }));
+  CHECK_NOTHROW(casecore::testing::check_task_transport([&] { return std::make_unique<pg::notify_transport>(db, listening_on(server_listen_url(s.url()), fresh("ch_"))); }));
 }
 
 // ---- transport ---------------------------------------------------------------------------------
@@ -139,8 +143,8 @@ TEST_CASE("a NOTIFY in a transaction reaches another host's transport on commit 
   auto db_a = s.open();
   auto db_b = s.open();
   const auto channel = fresh("ch_");
-  auto a = pg::make_notify_transport(db_a, listening_on(s.url(), channel));
-  auto b = pg::make_notify_transport(db_b, listening_on(s.url(), channel));
+  auto a = pg::make_notify_transport(db_a, listening_on(server_listen_url(s.url()), channel));
+  auto b = pg::make_notify_transport(db_b, listening_on(server_listen_url(s.url()), channel));
   REQUIRE(a->wait_listening(10s));
   REQUIRE(b->wait_listening(10s));
   auto rolled = b->subscribe("rolled");
@@ -169,12 +173,12 @@ TEST_CASE("the listener reconnects and LISTENs again after pg_terminate_backend;
   const auto channel = fresh("ch_");
   std::mutex m;
   std::vector<std::string> events;
-  auto bo = listening_on(s.url(), channel);
+  auto bo = listening_on(server_listen_url(s.url()), channel);
   bo.on_event = [&](std::string_view line) {
     std::lock_guard g(m);
     events.emplace_back(line);
   };
-  auto a = pg::make_notify_transport(s.open(), listening_on(s.url(), channel));
+  auto a = pg::make_notify_transport(s.open(), listening_on(server_listen_url(s.url()), channel));
   auto b = pg::make_notify_transport(s.open(), bo);
   REQUIRE(b->wait_listening(10s));
   const int first_pid = b->stats().listener_pid;
@@ -490,7 +494,7 @@ CASECORE_CHILD(ports_host) {
   signal(db, "indexed-" + role);
   if (!await_signal(db, "indexed-" + peer)) return 10;
 
-  auto transport = pg::make_notify_transport(db, listening_on(url, channel));
+  auto transport = pg::make_notify_transport(db, listening_on(server_listen_url(url), channel));
   if (!transport->wait_listening(10s)) return 11;
 
   auto consume = [&]() -> int {
