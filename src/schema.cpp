@@ -10,7 +10,7 @@ std::vector<migration> counter_migrations();   // counter.cpp
 std::vector<migration> repository_migrations();// repository.cpp (ordered lists, links)
 std::vector<migration> file_migrations();      // file_registry.cpp
 std::vector<migration> lease_migrations();     // lease.cpp
-std::vector<migration> job_migrations();       // jobs.cpp
+std::vector<migration> job_migrations();       // job_queue.cpp
 std::vector<migration> kit_migrations();       // single_flight.cpp (cross-process claims)
 } // namespace detail
 

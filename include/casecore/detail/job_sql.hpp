@@ -16,7 +16,7 @@ CASECORE_API_BEGIN
 
 namespace casecore::detail::job_sql {
 
-/// " LIMIT n" for a batch n in 1..1000 (written into the text: see jobs.cpp); invalid_argument otherwise.
+/// " LIMIT n" for a batch n in 1..1000 (written into the text: see job_queue.cpp); invalid_argument otherwise.
 std::string limit_clause(std::int64_t n);
 /// Promote at most `limit` due scheduled jobs to queued (no parameters).
 std::string promote(dialect d, std::int64_t limit);
