@@ -8,7 +8,7 @@
 #include "harness.hpp"
 
 #include <casecore/open.hpp>
-#include <casecore/pool.hpp>
+#include <casecore/detail/pool.hpp>
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <pqxx/pqxx>

@@ -1,4 +1,5 @@
 #include <casecore/database.hpp>
+#include <casecore/detail/pool.hpp>
 #include <casecore/detail/step.hpp>
 
 #include <algorithm>

@@ -1,3 +1,4 @@
+#include <casecore/detail/backend.hpp>
 #include <casecore/open.hpp>
 #include <casecore/sqlite/sqlite.hpp>
 #include <casecore/url.hpp>

@@ -1,5 +1,5 @@
 #include <casecore/error.hpp>
-#include <casecore/pool.hpp>
+#include <casecore/detail/pool.hpp>
 
 namespace casecore::detail {
 

@@ -1,4 +1,5 @@
 #include <casecore/transaction.hpp>
+#include <casecore/detail/backend.hpp>
 
 namespace casecore {
 

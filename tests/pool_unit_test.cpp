@@ -1,7 +1,7 @@
 // The pool's own logic, driven by an in-process connection factory so exclusivity, limits, timeouts
 // and reconnects can be observed exactly. The backends' real behaviour is covered by
 // transaction_test on SQLite and PostgreSQL.
-#include <casecore/pool.hpp>
+#include <casecore/detail/pool.hpp>
 #include <casecore/testing/race.hpp>
 #include <doctest/doctest.h>
 

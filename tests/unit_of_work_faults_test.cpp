@@ -3,6 +3,7 @@
 // step gate (fail_at a named step, casecore/testing/steps.hpp) and from a wrapper around the real
 // backend that fails one chosen call (connect, or a script such as ROLLBACK TO SAVEPOINT) exactly
 // as a dropped connection would. Both backends.
+#include <casecore/detail/backend.hpp>
 #include <casecore/migration.hpp>
 #include <casecore/open.hpp>
 #include <casecore/testing/fixture.hpp>

@@ -12,6 +12,7 @@
 //   casecore::migrate(db);
 #pragma once
 
+#include <casecore/backend.hpp>
 #include <casecore/counter.hpp>
 #include <casecore/database.hpp>
 #include <casecore/error.hpp>

@@ -114,15 +114,15 @@ std::shared_ptr<void> feature_state(const database& db, const void* key, functio
 class database {
 public:
   /// Wrap a backend (adapters and casecore::open call this).
-  database(std::shared_ptr<detail::backend> backend, database_options options);
+  database(std::shared_ptr<casecore::backend> backend, database_options options);
 
   /// Run `f(transaction&)` in a write transaction with retries; returns what f returns.
   template <class F> auto write(F&& f, const write_options& opts = {}) {
-    return run<F>(std::forward<F>(f), detail::tx_mode::write, opts);
+    return run<F>(std::forward<F>(f), casecore::tx_mode::write, opts);
   }
   /// Run `f(transaction&)` in a read-only transaction; returns what f returns.
   template <class F> auto read(F&& f, const write_options& opts = {}) {
-    return run<F>(std::forward<F>(f), detail::tx_mode::read, opts);
+    return run<F>(std::forward<F>(f), casecore::tx_mode::read, opts);
   }
 
   /// The SQL dialect.
@@ -138,10 +138,10 @@ public:
   /// Identity of the shared state (two handles to one pool compare equal).
   const void* identity() const noexcept { return state_.get(); }
   /// The connection factory (adapters and the testing kit inspect it).
-  const std::shared_ptr<detail::backend>& backend() const noexcept;
+  const std::shared_ptr<casecore::backend>& backend() const noexcept;
 
 private:
-  template <class F> auto run(F&& f, detail::tx_mode mode, const write_options& opts) {
+  template <class F> auto run(F&& f, casecore::tx_mode mode, const write_options& opts) {
     using R = std::invoke_result_t<F, transaction&>;
     if constexpr (std::is_void_v<R>) {
       run_unit(mode, opts, [&](transaction& tx) { f(tx); });
@@ -151,7 +151,7 @@ private:
       return std::move(*out);
     }
   }
-  void run_unit(detail::tx_mode mode, const write_options& opts, detail::function_ref<void(transaction&)> body);
+  void run_unit(casecore::tx_mode mode, const write_options& opts, detail::function_ref<void(transaction&)> body);
   friend std::shared_ptr<void> detail::feature_state(const database&, const void*,
                                                       detail::function_ref<std::shared_ptr<void>()>);
 

@@ -21,7 +21,7 @@ database open(std::string_view url, database_options options = {});
 
 /// The connection factory for a URL, for hosts that wrap it (fault injection, tracing); URL
 /// parameters are applied to `options`. Wrap it, then construct casecore::database from it.
-std::shared_ptr<detail::backend> make_backend(std::string_view url, database_options& options);
+std::shared_ptr<casecore::backend> make_backend(std::string_view url, database_options& options);
 
 } // namespace casecore
 

@@ -13,7 +13,7 @@
 // and statistics belong to the unit of work (database::write / read).
 #pragma once
 
-#include <casecore/detail/backend.hpp>
+#include <casecore/backend.hpp>
 #include <casecore/value.hpp>
 
 #include <array>
@@ -43,7 +43,7 @@ public:
 class transaction {
 public:
   /// Built by the unit of work around a connection on which BEGIN was sent.
-  transaction(detail::connection& conn, detail::tx_mode mode, int attempt, std::string actor,
+  transaction(casecore::connection& conn, casecore::tx_mode mode, int attempt, std::string actor,
               const detail::hook_runner& hooks);
   transaction(const transaction&) = delete;
   transaction& operator=(const transaction&) = delete;
@@ -99,7 +99,7 @@ public:
   /// for statements that must read the same on both backends.
   const sql_fragments& sql() const noexcept;
   /// True for write transactions.
-  bool writable() const noexcept { return mode_ == detail::tx_mode::write; }
+  bool writable() const noexcept { return mode_ == casecore::tx_mode::write; }
   /// 1 on the first attempt, 2 on the first retry, ...
   int attempt() const noexcept { return attempt_; }
   /// Who performs this unit of work (write_options::actor), recorded by versioned writes.
@@ -127,9 +127,9 @@ private:
   void release_savepoint(const savepoint_mark& m);
   void rollback_savepoint(const savepoint_mark& m) noexcept;
 
-  detail::connection& conn_;
+  casecore::connection& conn_;
   const detail::hook_runner& hooks_;
-  detail::tx_mode mode_;
+  casecore::tx_mode mode_;
   int attempt_;
   int depth_ = 0;
   bool poisoned_ = false;

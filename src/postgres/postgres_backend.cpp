@@ -1,5 +1,6 @@
 #include "conninfo.hpp"
 
+#include <casecore/detail/backend.hpp>
 #include <casecore/postgres/postgres.hpp>
 
 #include <openssl/sha.h>

@@ -1,3 +1,4 @@
+#include <casecore/detail/backend.hpp>
 #include <casecore/sqlite/sqlite.hpp>
 
 #include <SQLiteCpp/Database.h>

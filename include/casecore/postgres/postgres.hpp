@@ -20,7 +20,7 @@ CASECORE_API_BEGIN
 namespace casecore::postgres {
 
 /// The connection factory for a parsed postgresql:// URL; applies URL parameters to `db_options`.
-std::shared_ptr<detail::backend> make_backend(const database_url& url, database_options& db_options);
+std::shared_ptr<casecore::backend> make_backend(const database_url& url, database_options& db_options);
 
 /// Open a parsed postgresql:// URL.
 database open(const database_url& url, database_options db_options = {});

@@ -42,7 +42,7 @@ struct options {
 };
 
 /// The connection factory for a parsed sqlite: URL; applies URL parameters to `db_options`.
-std::shared_ptr<detail::backend> make_backend(const database_url& url, database_options& db_options, options sqlite_options = {});
+std::shared_ptr<casecore::backend> make_backend(const database_url& url, database_options& db_options, options sqlite_options = {});
 
 /// Open a parsed sqlite: URL.
 database open(const database_url& url, database_options db_options = {}, options sqlite_options = {});

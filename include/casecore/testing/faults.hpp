@@ -42,7 +42,7 @@ public:
   /// Validate the rates (invalid_argument when outside 0..1).
   explicit fault_injector(fault_options options);
   /// A backend that injects faults into `inner`'s connections.
-  std::shared_ptr<detail::backend> wrap(std::shared_ptr<detail::backend> inner);
+  std::shared_ptr<casecore::backend> wrap(std::shared_ptr<casecore::backend> inner);
   /// Pause or resume injection (e.g. off while checking invariants).
   void enable(bool on) noexcept { enabled_ = on; }
   /// Faults injected so far.
