@@ -474,9 +474,12 @@ int soak(const std::string& target, const args_t& a) {
 
   auto probe = casecore::open(f.url, [] { database_options p; p.pool.size = 2; return p; }());
   struct slice {
-    double seconds = 0, rate = 0, oldest_ms = 0;
+    double seconds = 0, rate = 0, oldest_ms = 0, bound_ms = 0;
     sizes z;
   };
+  // Issue 17's bound on the oldest casecore transaction: one heartbeat period plus one batch, the
+  // time a worker thread takes to work through one claimed batch at this slice's pace.
+  int over_bound = 0;
   std::vector<slice> slices;
   if (!f.pg) casecore::detail::set_step_hook(&tx_steps);
   longest_tx_us = 0;
@@ -509,13 +512,16 @@ int soak(const std::string& target, const args_t& a) {
       s.seconds = std::chrono::duration<double>(now - last_t).count();
       s.rate = static_cast<double>(done - last_count) / s.seconds;
       s.oldest_ms = slice_oldest_ms;
+      s.bound_ms = static_cast<double>(wo.heartbeat.count()) +
+                   (s.rate > 0 ? 1000.0 * static_cast<double>(batch) * threads / s.rate : 0.0);
+      if (s.oldest_ms > s.bound_ms) ++over_bound;
       s.z = measure_sizes(probe, f);
       max_oldest_ms = std::max(max_oldest_ms, slice_oldest_ms);
       slices.push_back(s);
       if (f.pg)
-        std::printf("  slice %2zu: %7.0f jobs/s, oldest tx %6.1f ms, dead tuples %8lld, jobs %6.1f MB + indexes %6.1f MB, "
+        std::printf("  slice %2zu: %7.0f jobs/s, oldest tx %6.1f ms (bound %6.1f), dead tuples %8lld, jobs %6.1f MB + indexes %6.1f MB, "
                     "stages %6.1f MB\n",
-                    slices.size(), s.rate, s.oldest_ms, static_cast<long long>(s.z.dead), mb(s.z.table), mb(s.z.index),
+                    slices.size(), s.rate, s.oldest_ms, s.bound_ms, static_cast<long long>(s.z.dead), mb(s.z.table), mb(s.z.index),
                     mb(s.z.stages));
       else
         std::printf("  slice %2zu: %7.0f jobs/s, longest tx %6.1f ms, free pages %6.1f MB, database file %6.1f MB\n", slices.size(),
@@ -539,11 +545,11 @@ int soak(const std::string& target, const args_t& a) {
   const bool complete = static_cast<std::int64_t>(processed) >= n;
   const double first = slices.empty() ? 0 : slices.front().rate, last = slices.empty() ? 0 : slices.back().rate;
   std::printf("soak backend=%s label=%s jobs=%lld future=%lld threads=%d batch=%lld seconds=%.1f avg_per_s=%.0f first=%.0f "
-              "last=%.0f last_over_first=%.2f max_oldest_tx_ms=%.1f hot_updates=%.0f%% end_table_mb=%.1f end_index_mb=%.1f "
+              "last=%.0f last_over_first=%.2f max_oldest_tx_ms=%.1f slices_over_bound=%d hot_updates=%.0f%% end_table_mb=%.1f end_index_mb=%.1f "
               "end_stages_mb=%.1f pruned=%llu complete=%s\n",
               backend.c_str(), label.c_str(), static_cast<long long>(n), static_cast<long long>(future), threads,
               static_cast<long long>(batch), secs, static_cast<double>(processed) / secs, first, last, first > 0 ? last / first : 0.0,
-              max_oldest_ms, end.updates > 0 ? 100.0 * static_cast<double>(end.hot) / static_cast<double>(end.updates) : 0.0,
+              max_oldest_ms, over_bound, end.updates > 0 ? 100.0 * static_cast<double>(end.hot) / static_cast<double>(end.updates) : 0.0,
               mb(end.table), mb(end.index), mb(end.stages), static_cast<unsigned long long>(w.stats().pruned),
               complete ? "true" : "false");
   return complete ? 0 : 1;
