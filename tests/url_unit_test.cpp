@@ -201,6 +201,7 @@ TEST_CASE("url_param and apply_pool_params: absent keys fall back, bad values an
   CHECK(ok.acquire_timeout == std::chrono::milliseconds(1500));
 }
 
+#ifdef CASECORE_WITH_POSTGRES // without PostgreSQL, open() of a postgresql URL is `unsupported` (tested above)
 TEST_CASE("open() reports a libpq option libpq refuses as configuration at once, never as a server to wait for") {
   for (const char* opt : {"sslmode=bogus", "target_session_attrs=bogus", "connect_timeout=abc"}) {
     const std::string url = std::string("postgresql://nobody@127.0.0.1:1/none?") + opt;
@@ -216,3 +217,4 @@ TEST_CASE("open() reports a libpq option libpq refuses as configuration at once,
     CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10)); // not the 15 s reconnect budget
   }
 }
+#endif
