@@ -86,7 +86,7 @@ TEST_CASE("a worker holds every claimed job from the moment claim() returns (bat
   // failed-yet-run jobs (max_attempts 1) and double runs (5). (The report's "two handlers of one
   // concurrency key at once" was those double runs; without a per-key limit two different jobs of
   // one key may rightly run together, so the test counts handlers per job.)
-  const auto lease = casecore::testing::job_lease(1s); // heartbeats (lease / 3) keep every claim, on a loaded machine too
+  const auto lease = casecore::testing::job_lease(2s); // heartbeats (lease / 3, statement timeout lease / 3) keep every claim, on a loaded machine too
   const auto stage = lease * 5 / 2;
   for (int max_attempts : {1, 5}) {
     CAPTURE(max_attempts);
