@@ -220,3 +220,11 @@ TEST_CASE("open() reports a libpq option libpq refuses as configuration at once,
   }
 }
 #endif
+
+TEST_CASE("the printable form of a SQLite URL masks text that looks like a password too") {
+  // URL fuzzer: a SQLite path holding "user:password@host" was printed as it was.
+  const auto u = parse_url("sqlite:x://alice:Sup3rS3cretPw@db/cases.db");
+  CHECK(u.target == "x://alice:Sup3rS3cretPw@db/cases.db"); // the file path itself is untouched
+  CHECK(u.masked.find("Sup3rS3cretPw") == std::string::npos);
+  CHECK(parse_url("sqlite:/var/lib/app/cases.db").masked == "sqlite:/var/lib/app/cases.db");
+}
