@@ -35,9 +35,35 @@ template <std::size_t N> bool in(const std::array<std::string_view, N>& keys, st
   return std::find(keys.begin(), keys.end(), k) != keys.end();
 }
 
+// The printable form of one URL (not of free text): the URL is one token whatever it holds, so
+// everything between the userinfo's first ':' and the URL's last '@' is masked even when a space or
+// another separator sits inside the password (mask_secrets, made for free text, splits text at
+// whitespace; the URL fuzzer found passwords it then missed). password= parameters are masked by
+// mask_secrets afterwards. Masks more than the password on malformed input, never less.
+std::string mask_url(std::string_view url) {
+  std::string out(url);
+  const auto scheme_colon = out.find(':');
+  const auto at = out.rfind('@');
+  if (scheme_colon != std::string::npos && at != std::string::npos && at > scheme_colon) {
+    auto start = scheme_colon + 1;
+    while (start < at && out[start] == '/') ++start;
+    const auto colon = out.find(':', start);
+    if (colon != std::string::npos && colon < at) out.replace(colon + 1, at - colon - 1, "***");
+  }
+  return mask_secrets(out);
+}
+
+// A parameter key for a message: quoted when it looks like a key (letters, digits, '_'), else not
+// at all: a malformed key is URL text and may hold a password (URL fuzzer).
+std::string key_for_message(std::string_view k) {
+  const bool plain = !k.empty() && k.size() <= 40 &&
+                     std::all_of(k.begin(), k.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; });
+  return plain ? "'" + std::string(k) + "'" : std::string("(its name is not a parameter name)");
+}
+
 [[noreturn]] void fail(std::string_view url, std::string_view why) {
   // Mask, then shorten: cutting first could leave half a password without its '@' to find it by.
-  raise(errc::bad_url, "malformed database URL '" + mask_secrets(url).substr(0, 300) + "': " + std::string(why));
+  raise(errc::bad_url, "malformed database URL '" + mask_url(url).substr(0, 300) + "': " + std::string(why));
 }
 
 int hex_digit(char c) {
@@ -186,13 +212,13 @@ database_url parse_sqlite(std::string_view url, std::string_view rest) {
   }
   if (out.target.empty() || out.target == "/") fail(url, "empty database path");
   for (auto& [k, v] : split_query(url, query)) {
-    if (!in(shared_keys, k)) fail(url, "unknown parameter '" + k + "'");
+    if (!in(shared_keys, k)) fail(url, "unknown parameter " + key_for_message(k));
     out.casecore[k] = v;
   }
   check_casecore_values(url, out.casecore);
   // A file path holds no password, but text that looks like userinfo is masked all the same (the
   // printable form never shows more than mask_secrets lets through; found by the URL fuzzer).
-  out.masked = mask_secrets(url);
+  out.masked = mask_url(url);
   return out;
 }
 
@@ -235,7 +261,7 @@ database_url parse_postgres(std::string_view url, std::string_view rest) {
     if (in(shared_keys, k) || in(postgres_keys, k)) out.casecore[k] = v;
     else if (k == "replication") fail(url, "replication connections are not supported");
     else if (in(libpq_keys, k)) out.driver[k] = v;
-    else fail(url, "unknown parameter '" + k + "'");
+    else fail(url, "unknown parameter " + key_for_message(k));
   }
   check_casecore_values(url, out.casecore);
   // The printable form: user, a masked password, hosts and database; no query (it may hold secrets).
@@ -304,7 +330,7 @@ database_url parse_url(std::string_view url) {
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) raise(errc::bad_url, "database URL contains control characters");
   const auto colon = url.find(':');
   if (colon == std::string_view::npos || colon == 0)
-    raise(errc::bad_url, "database URL '" + mask_secrets(url).substr(0, 200) + "' has no scheme (expected sqlite: or postgresql://)");
+    raise(errc::bad_url, "database URL '" + mask_url(url).substr(0, 200) + "' has no scheme (expected sqlite: or postgresql://)");
   std::string scheme(url.substr(0, colon));
   std::transform(scheme.begin(), scheme.end(), scheme.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   const auto rest = url.substr(colon + 1);

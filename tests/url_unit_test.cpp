@@ -95,7 +95,8 @@ TEST_CASE("no bad_url message ever contains the password") {
         "postgresql://alice:" + pw + "@db/x?sslpassword=" + pw + "&x", "postgresql://alice:" + pw + "@db/x?pooler=maybe",
         "postgresql://alice:" + pw + "@db/x?schema=1bad", "postgresql://alice:" + pw + "@db/x?replication=true",
         // a space inside the password split it from the '@' that mask_secrets looks for (URL fuzzer)
-        "postgresql://alice:" + pw + " x@db:5432,h=1?bogus", "postgresql://alice:x " + pw + "@db/x?bogus"}) {
+        "postgresql://alice:" + pw + " x@db:5432,h=1?bogus", "postgresql://alice:x " + pw + "@db/x?bogus",
+        "sqlite://alice:x " + pw + "@db/x?bogus=1", "sqlite://alice:" + pw + " x@db/x?pool_size=abc"}) {
     CAPTURE(bad);
     try {
       parse_url(bad);
