@@ -19,7 +19,7 @@ root=$(pwd)
 # move them by about 0.1) so a change that drops coverage fails; raise them as tests are added.
 # Issue 10's target is 95 % / 85 % (docs/testing.md has the history).
 min_lines=${CASECORE_COVERAGE_MIN_LINES:-96.4}
-min_branches=${CASECORE_COVERAGE_MIN_BRANCHES:-85.1}
+min_branches=${CASECORE_COVERAGE_MIN_BRANCHES:-85.0} # issue 10's target; measured 85.2-85.5
 build=1
 keep_going=0
 for a in "$@"; do
