@@ -51,24 +51,48 @@ outcome run(const std::string& url) {
   return o;
 }
 
+namespace {
+// The same text with every letter and digit of `s` changed to another of its class (digits among
+// digits, a-f among a-f, A-F among A-F, other letters among other letters), everything else kept:
+// a percent escape stays an escape, a separator stays a separator, so the URL takes the same path.
+std::string rotate(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) {
+    if (c >= '0' && c <= '9') c = c == '9' ? '0' : static_cast<char>(c + 1);
+    else if (c >= 'a' && c <= 'f') c = c == 'f' ? 'a' : static_cast<char>(c + 1);
+    else if (c >= 'A' && c <= 'F') c = c == 'F' ? 'A' : static_cast<char>(c + 1);
+    else if (c >= 'g' && c <= 'z') c = c == 'z' ? 'g' : static_cast<char>(c + 1);
+    else if (c >= 'G' && c <= 'Z') c = c == 'Z' ? 'G' : static_cast<char>(c + 1);
+  }
+  return out;
+}
+
+bool unique_in(const std::string& text, const std::string& part) {
+  const auto first = text.find(part);
+  return first != std::string::npos && text.find(part, first + 1) == std::string::npos;
+}
+} // namespace
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string url(reinterpret_cast<const char*>(data), size);
   const auto password = std::string(password_of(url));
-  bool secret = password.size() >= 6;
-  if (secret) { // only when the password text is unique in the URL
-    const auto first = url.find(password);
-    secret = url.find(password, first + 1) == std::string::npos;
-  }
   const auto got = run(url);
-  if (!secret) return 0;
-  if (got.parsed) fuzz::require(got.masked.find(password) == std::string::npos, "password in the masked URL");
-  if (got.message.find(password) != std::string::npos) {
-    // The password's text may also be words of casecore's own message ("s control" in "contains
-    // control characters"): a leak only if the message changes when the password does.
-    std::string other = url;
-    const char filler = password.find('Q') == std::string::npos ? 'Q' : 'Z';
-    other.replace(url.find(password), password.size(), std::string(password.size(), filler));
-    fuzz::require(run(other).message.find(password) != std::string::npos, "password in a bad_url message");
-  }
+  // Checked only when the password text is unique in the URL (a password equal to the user or host
+  // name would be a false alarm) and has a letter or digit to change (see below).
+  if (password.size() < 6 || !unique_in(url, password)) return 0;
+  const auto rotated_password = rotate(password);
+  if (rotated_password == password) return 0;
+  std::string other = url;
+  other.replace(url.find(password), password.size(), rotated_password);
+  if (!unique_in(other, rotated_password)) return 0;
+  // A leak copies the password: the output holds the password, and the output for the same URL
+  // with a changed password holds the changed one. Output that holds the password's text
+  // whatever the password is (it is made of the URL's other text, casecore's own words and "***":
+  // a password "x:***" next to a user "x") is not a leak; the fuzzer found such inputs.
+  const auto changed = run(other);
+  if (got.parsed && got.masked.find(password) != std::string::npos)
+    fuzz::require(changed.masked.find(rotated_password) == std::string::npos, "password in the masked URL");
+  if (got.message.find(password) != std::string::npos)
+    fuzz::require(changed.message.find(rotated_password) == std::string::npos, "password in a bad_url message");
   return 0;
 }
