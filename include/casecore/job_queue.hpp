@@ -97,8 +97,9 @@ CASECORE_API_BEGIN
 
 namespace casecore::jobs {
 
-/// Lifecycle of a job (a job due later is queued; the database keeps it as 'scheduled').
-enum class job_state { queued, running, succeeded, failed, cancelled };
+/// Lifecycle of a job (a job due later is queued; the database keeps it as 'scheduled'). A waiting
+/// job a pause covers is `paused` (job_queue_admin.hpp: pause / resume) and is never claimed.
+enum class job_state { queued, running, succeeded, failed, cancelled, paused };
 
 /// "queued", "running", ...
 std::string_view to_string(job_state s) noexcept;
