@@ -1,5 +1,6 @@
 #include <casecore/database.hpp>
 #include <casecore/detail/pool.hpp>
+#include <casecore/detail/repository_identifier.hpp>
 #include <casecore/detail/step.hpp>
 
 #include <algorithm>
@@ -108,6 +109,11 @@ std::shared_ptr<void> detail::feature_state(const database& db, const void* key,
 casecore::dialect database::dialect() const noexcept { return state_->backend_ptr->dialect(); }
 const std::shared_ptr<detail::backend>& database::backend() const noexcept { return state_->backend_ptr; }
 std::string database::describe() const { return state_->backend_ptr->describe(); }
+bool database::vacuum(std::string_view table, std::int64_t min_dead_rows) {
+  detail::check_identifier(table, "table");
+  if (min_dead_rows < 0) raise(errc::invalid_argument, "vacuum threshold must not be negative");
+  return state_->backend_ptr->vacuum(table, min_dead_rows);
+}
 pool_metrics database::pool_stats() const { return state_->pool.metrics(); }
 const database_options& database::options() const noexcept { return state_->options; }
 

@@ -411,20 +411,27 @@ struct worker::state {
     }
   }
 
-  // Reclaims every period; prunes every `maintenance` while holding the maintenance lease.
+  // Reclaims every period; while holding the maintenance lease, prunes every `maintenance` and
+  // checks the jobs table's dead rows at most once a second.
   void maintenance_main() {
     std::optional<lease::grant> leader;
     auto next_prune = steady::now();
+    auto next_vacuum = steady::now();
     const bool prunes = opt.maintenance.count() > 0 && (opt.retain.max_age.count() > 0 || opt.retain.max_finished > 0);
-    const auto ttl = std::max(opt.maintenance * 3, std::chrono::milliseconds(1000));
+    const bool vacuums = opt.vacuum_dead_rows > 0 && db.dialect() == dialect::postgresql;
+    const auto ttl = std::max(opt.maintenance * 3, std::chrono::milliseconds(3000));
     while (background_sleep(period())) {
       try {
         if (const auto n = reclaim_expired(db)) bump(&worker_stats::reclaimed, n);
       } catch (const std::exception&) {
         // Next period.
       }
-      if (!prunes || steady::now() < next_prune) continue;
-      next_prune = steady::now() + opt.maintenance;
+      const auto now = steady::now();
+      const bool prune_due = prunes && now >= next_prune;
+      const bool vacuum_due = vacuums && now >= next_vacuum;
+      if (!prune_due && !vacuum_due) continue;
+      if (prune_due) next_prune = now + opt.maintenance;
+      if (vacuum_due) next_vacuum = now + std::chrono::seconds(1);
       try {
         if (leader) {
           try {
@@ -435,8 +442,9 @@ struct worker::state {
         }
         if (!leader) leader = lease::try_acquire(db, maintenance_lease, opt.owner, ttl);
         if (!leader) continue;
+        if (vacuum_due && db.vacuum("casecore_jobs", opt.vacuum_dead_rows)) bump(&worker_stats::vacuums);
         // Small batches, checking for stop() between rounds.
-        for (;;) {
+        for (; prune_due;) {
           const auto n = prune(db, opt.retain, 500, 5000);
           bump(&worker_stats::pruned, n);
           if (n < 5000 || bg_stopping()) break;

@@ -143,6 +143,15 @@ public:
   virtual std::string describe() const = 0;
   /// A factory for read-only connections to replicas (standbys), or nullptr when there are none.
   virtual std::shared_ptr<backend> read_replicas() const { return nullptr; }
+  /// Give back the dead row versions of `table` (a plain identifier, checked by the caller) when the
+  /// server counts at least `min_dead_rows` of them: on a connection of its own, outside any
+  /// transaction, throttled like the server's background cleanup. True when it ran. Default:
+  /// nothing to do (SQLite frees space as it goes).
+  virtual bool vacuum(std::string_view table, std::int64_t min_dead_rows) {
+    (void)table;
+    (void)min_dead_rows;
+    return false;
+  }
 };
 
 } // namespace casecore

@@ -129,6 +129,12 @@ public:
   casecore::dialect dialect() const noexcept;
   /// The URL with its password masked.
   std::string describe() const;
+  /// Clean up dead row versions of `table` now if the server counts at least `min_dead_rows` of them
+  /// (PostgreSQL: VACUUM throttled like autovacuum, on a connection of its own; skipped behind a
+  /// transaction pooler, where session settings cannot be used). False when nothing ran (always on
+  /// SQLite). invalid_argument unless `table` is a plain identifier. The job worker's maintenance
+  /// leader calls it for casecore_jobs (worker_options::vacuum_dead_rows).
+  bool vacuum(std::string_view table, std::int64_t min_dead_rows = 0);
   /// Pool figures now.
   pool_metrics pool_stats() const;
   /// Transaction figures now.

@@ -13,7 +13,11 @@
 // for); one maintenance thread that requeues other workers' expired claims (reclaim_expired, its
 // own short transactions, never on the heartbeat path) and, on the worker elected through the lease
 // "casecore.jobs.maintenance", prunes finished jobs by `retain` in small batches every
-// `maintenance` (one pruner per database, not one per worker).
+// `maintenance` (one pruner per database, not one per worker) and, on PostgreSQL, vacuums the jobs
+// table (throttled like autovacuum) once the server counts `vacuum_dead_rows` dead row versions in
+// it: a busy queue claims from the head of its ready index, where the rows it just claimed leave
+// dead entries that only a vacuum removes, and the server's autovacuum visits a database only once
+// per autovacuum_naptime (1 min by default); checked at most once a second.
 // Exactly once: a handler that wants its own writes to happen exactly once per stage does them
 // through job_context::complete(): they commit in the same transaction as the stage completion,
 // fenced by the claim's token and expiry on the database clock, so a worker that died, was paused
@@ -120,6 +124,9 @@ struct worker_options {
   retention retain{std::chrono::hours(24 * 7), 0};
   /// How often the maintenance leader prunes by `retain` (0 = this worker never prunes).
   std::chrono::milliseconds maintenance{60000};
+  /// The maintenance leader vacuums casecore_jobs when the server counts at least this many dead
+  /// row versions in it (PostgreSQL, not behind a transaction pooler; 0 = never; see above).
+  std::int64_t vacuum_dead_rows = 100000;
   /// Sleep until work may be ready or `timeout` passed (default: in-process condition variable).
   std::function<void(std::chrono::milliseconds)> wait_for_work;
   /// Wake sleepers (default: the in-process condition variable); called by notify() and stop().
@@ -146,6 +153,7 @@ struct worker_stats {
   std::uint64_t cancelled = 0;  ///< jobs ended by cancellation
   std::uint64_t reclaimed = 0;  ///< expired claims (of any worker) requeued by this worker's maintenance thread
   std::uint64_t pruned = 0;     ///< finished jobs deleted while this worker was the maintenance leader
+  std::uint64_t vacuums = 0;    ///< vacuums of the jobs table run while this worker was the maintenance leader
 };
 
 /// A pool of threads running registered stage handlers.

@@ -133,7 +133,6 @@ struct pg_shared {
   }
 };
 
-bool has(std::string_view haystack, std::string_view needle) { return haystack.find(needle) != std::string_view::npos; }
 
 // "16/B374D848" → 0x16B374D848
 std::uint64_t parse_lsn(std::string_view text) {
@@ -143,20 +142,6 @@ std::uint64_t parse_lsn(std::string_view text) {
   std::from_chars(text.data(), text.data() + slash, hi, 16);
   std::from_chars(text.data() + slash + 1, text.data() + text.size(), lo, 16);
   return (hi << 32) | lo;
-}
-
-// A failed connect: the server or network may come back (backend_unavailable, waited for within the
-// reconnect budget), or the server refused who we are or what we asked (configuration, never).
-errc classify_connect_failure(std::string_view msg) {
-  for (std::string_view transient :
-       {"the database system is starting up", "the database system is shutting down", "the database system is in recovery",
-        "not yet accepting connections", "not accepting connections", "too many clients", "connection slots are reserved",
-        "cannot connect now"})
-    if (has(msg, transient)) return errc::backend_unavailable;
-  if (has(msg, "FATAL:") || has(msg, "invalid connection option") || has(msg, "invalid port number") ||
-      has(msg, "invalid sslmode") || has(msg, "invalid target_session_attrs") || has(msg, "invalid integer value"))
-    return errc::configuration;
-  return errc::backend_unavailable; // refused, timed out, reset, standby only, DNS: may come back
 }
 
 // The dialect's fragments (detail/backend.hpp). The clock is written here once: the migration's
@@ -461,11 +446,45 @@ public:
   std::string describe() const override { return shared_->masked; }
   std::shared_ptr<detail::backend> read_replicas() const override { return replicas_; }
 
+  // VACUUM cannot run inside a transaction, and the pool's connections always run one: it gets a
+  // connection of its own, set like autovacuum's throttle (cost delay 1 ms, as casecore's tables
+  // ask of autovacuum too, cost limit 200) so it yields to the work it cleans up after. The session
+  // settings need a session of their own: behind a transaction pooler it does nothing (the server's
+  // autovacuum settings are the remedy there; docs/leases-and-jobs.md).
+  // The connection stays open for the next check (the maintenance leader asks once a second).
+  bool vacuum(std::string_view table, std::int64_t min_dead_rows) override {
+    if (shared_->unnamed.load()) return false;
+    std::lock_guard g(vacuum_m_);
+    try {
+      if (!vacuum_conn_ || vacuum_conn_->broken()) {
+        vacuum_conn_.reset();
+        auto conn = connect();
+        if (shared_->unnamed.load()) return false; // this connect detected a pooler
+        conn->exec_script("SET search_path = " + shared_->pinned_path + "; SET vacuum_cost_delay = 1; SET vacuum_cost_limit = 200");
+        vacuum_conn_ = std::move(conn);
+      }
+      const value name{std::string(table)};
+      const auto dead = vacuum_conn_->exec(
+          "SELECT coalesce((SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = to_regclass($1)), -1)",
+          std::span<const value>(&name, 1));
+      const auto n = dead[0].get<std::int64_t>(0);
+      if (n < 0) raise(errc::not_found, "vacuum: no table " + std::string(table));
+      if (n < min_dead_rows) return false;
+      vacuum_conn_->exec_script("VACUUM (SKIP_LOCKED) " + std::string(table));
+      return true;
+    } catch (...) {
+      vacuum_conn_.reset();
+      throw;
+    }
+  }
+
   const pg_shared& shared() const noexcept { return *shared_; }
 
 private:
   std::shared_ptr<pg_shared> shared_;
   std::shared_ptr<detail::backend> replicas_;
+  std::mutex vacuum_m_;
+  std::unique_ptr<detail::connection> vacuum_conn_;
 };
 
 std::shared_ptr<pg_shared> make_shared_settings(const database_url& url, internal::target which) {

@@ -6,6 +6,25 @@
 
 namespace casecore::postgres {
 
+// A failed connect: the server or network may come back (backend_unavailable, waited for within the
+// reconnect budget), or the server refused who we are or what we asked (configuration, never).
+errc classify_connect_failure(std::string_view msg) noexcept {
+  const auto has = [&](std::string_view part) { return msg.find(part) != std::string_view::npos; };
+  for (std::string_view transient :
+       {"the database system is starting up", "the database system is shutting down", "the database system is in recovery",
+        "not yet accepting connections", "not accepting connections", "too many clients", "connection slots are reserved",
+        "cannot connect now",
+        // The server ended the new session while starting or stopping (57P01 admin shutdown during a
+        // restart, a crash of another backend, postmaster exit): it may be back in a moment. Seen
+        // as a non-retryable configuration error by the torture run's server restart under TSan.
+        "terminating connection due to"})
+    if (has(transient)) return errc::backend_unavailable;
+  if (has("FATAL:") || has("invalid connection option") || has("invalid port number") ||
+      has("invalid sslmode") || has("invalid target_session_attrs") || has("invalid integer value"))
+    return errc::configuration;
+  return errc::backend_unavailable; // refused, timed out, reset, standby only, DNS: may come back
+}
+
 errc map_sqlstate(std::string_view s) noexcept {
   static constexpr std::pair<std::string_view, errc> exact[] = {
       {"40001", errc::serialization_failure},

@@ -104,3 +104,25 @@ TEST_CASE("PostgreSQL URL parameters reach the database options; postgres::open 
     CHECK(postgres::behind_pooler(m) == (std::string(mode) == "session"));
   }
 }
+
+TEST_CASE("connect failures: a server starting, stopping or restarting may come back; a refused role or option never") {
+  // Regression (torture.postgres under TSan): a connect that met the server's restart got "FATAL:
+  // terminating connection due to administrator command" and was classified configuration, which
+  // the unit of work never retries: the worker failed instead of waiting for the server.
+  using postgres::classify_connect_failure;
+  for (const char* transient :
+       {"connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  terminating connection due to administrator command",
+        "FATAL:  terminating connection due to unexpected postmaster exit",
+        "FATAL:  the database system is starting up", "FATAL:  the database system is shutting down",
+        "FATAL:  sorry, too many clients already", "connection to server at \"127.0.0.1\", port 1 failed: Connection refused",
+        "could not translate host name \"db\" to address: Temporary failure in name resolution"}) {
+    CAPTURE(transient);
+    CHECK(classify_connect_failure(transient) == errc::backend_unavailable);
+  }
+  for (const char* fatal : {"FATAL:  password authentication failed for user \"alice\"",
+                            "FATAL:  database \"nosuch\" does not exist", "invalid connection option \"bogus\"",
+                            "invalid sslmode value: \"maybe\""}) {
+    CAPTURE(fatal);
+    CHECK(classify_connect_failure(fatal) == errc::configuration);
+  }
+}

@@ -28,6 +28,11 @@ database open(const database_url& url, database_options db_options = {});
 /// Translate a SQLSTATE to casecore's cause (the adapter's mapping table).
 errc map_sqlstate(std::string_view sqlstate) noexcept;
 
+/// Classify a failed connect from libpq's message (it carries no SQLSTATE for most of them):
+/// backend_unavailable when the server or network may come back (refused, starting, stopping,
+/// restarting, full), configuration when the server refused who we are or what we asked.
+errc classify_connect_failure(std::string_view message) noexcept;
+
 /// How a connection pooler between casecore and PostgreSQL is handled (URL `pooler=`).
 enum class pooler_mode {
   auto_detect, ///< default: detect a pooler at connect time and use unnamed statements behind one
