@@ -13,7 +13,8 @@
 // for); one maintenance thread that requeues other workers' expired claims (reclaim_expired, its
 // own short transactions, never on the heartbeat path) and, on the worker elected through the lease
 // "casecore.jobs.maintenance", prunes finished jobs by `retain` in small batches every
-// `maintenance` (one pruner per database, not one per worker).
+// `maintenance` (one pruner per database, not one per worker). With worker_options::schedules set,
+// the maintenance thread also enqueues due periodic jobs (schedule.hpp) on every worker.
 // Exactly once: a handler that wants its own writes to happen exactly once per stage does them
 // through job_context::complete(): they commit in the same transaction as the stage completion,
 // fenced by the claim's token and expiry on the database clock, so a worker that died, was paused
@@ -120,6 +121,9 @@ struct worker_options {
   retention retain{std::chrono::hours(24 * 7), 0};
   /// How often the maintenance leader prunes by `retain` (0 = this worker never prunes).
   std::chrono::milliseconds maintenance{60000};
+  /// How often this worker enqueues due periodic jobs (schedules::run_due on the database clock, on
+  /// the maintenance thread; every worker may, the tick key keeps it exact). 0 = never (the default).
+  std::chrono::milliseconds schedules{0};
   /// Sleep until work may be ready or `timeout` passed (default: in-process condition variable).
   std::function<void(std::chrono::milliseconds)> wait_for_work;
   /// Wake sleepers (default: the in-process condition variable); called by notify() and stop().
@@ -146,6 +150,7 @@ struct worker_stats {
   std::uint64_t cancelled = 0;  ///< jobs ended by cancellation
   std::uint64_t reclaimed = 0;  ///< expired claims (of any worker) requeued by this worker's maintenance thread
   std::uint64_t pruned = 0;     ///< finished jobs deleted while this worker was the maintenance leader
+  std::uint64_t scheduled = 0;  ///< periodic-job ticks this worker enqueued (worker_options::schedules)
 };
 
 /// A pool of threads running registered stage handlers.
