@@ -72,8 +72,9 @@ TEST_CASE("cli: schedule list shows spec, zone, next and last run; escapes names
   auto [code, out] = run_cli({"--db", s.url(), "schedule", "list"});
   CHECK(code == 0);
   CHECK(out.find("name\tspec\tzone\tcatch_up\toperation\tnext_run\tlast_run\tlast_job\n") == 0);
+  INFO(out);
   CHECK(out.find('\x1b') == std::string::npos); // the ESC never reaches the terminal
-  CHECK(out.find("nightly\\x1b[31mred\t30 2 * * *\tEurope/Berlin\tlatest\treport\t2026-01-02T01:30:00.000000Z\t"
+  CHECK(out.find("nightly\\e[31mred\t30 2 * * *\tEurope/Berlin\tlatest\treport\t2026-01-02T01:30:00.000000Z\t"
                  "2026-01-01T01:30:00.000000Z\t") != std::string::npos);
   CHECK(out.find("pulse\tevery 90s\tUTC\tlatest\tbeat\t") != std::string::npos);
 
