@@ -7,6 +7,7 @@
 #include <casecore/schedule.hpp>
 #include <casecore/testing/fixture.hpp>
 #include <casecore/testing/process.hpp>
+#include <casecore/testing/steps.hpp>
 #include <casecore/worker.hpp>
 #include <doctest/doctest.h>
 
@@ -306,6 +307,52 @@ TEST_CASE("schedules: the tick key refuses a tick twice even when the cursor is 
   CHECK(schedules::run_due(db, t0 + 4 * minute).size() == 1); // only the new tick
   CHECK(job_count(db, "schedule:m") == 4);
   CHECK(tick_times(db, "m").size() == 4);
+}
+
+TEST_CASE("schedules: the tick row and its job commit together or not at all") {
+  scratch_database s;
+  auto db = s.open_migrated();
+  const auto t0 = utc(2026, 1, 1);
+  schedules::upsert(db, every_minute("m"), t0);
+  casecore::testing::step_gate gate;
+  SUBCASE("a failure after the tick was claimed leaves neither tick nor job, and the cursor where it was") {
+    gate.fail_at("schedules.tick_claimed", errc::backend_error);
+    CHECK_THROWS_AS(schedules::run_due(db, t0 + minute), casecore::error);
+    CHECK(tick_times(db, "m").empty());
+    CHECK(job_count(db, "schedule:m") == 0);
+    CHECK(schedules::get(db, "m")->cursor_at == t0);
+    CHECK(schedules::run_due(db, t0 + minute).size() == 1); // the next step enqueues it, once
+  }
+  SUBCASE("a serialization failure there is retried as a whole: the tick is enqueued once") {
+    gate.fail_at("schedules.tick_claimed", errc::serialization_failure);
+    CHECK(schedules::run_due(db, t0 + minute).size() == 1);
+    CHECK(gate.reached("schedules.tick_claimed") == 2);
+  }
+  CHECK(tick_times(db, "m") == std::vector<micros>{t0 + minute});
+  CHECK(job_count(db, "schedule:m") == 1);
+}
+
+TEST_CASE("schedules: A claims a tick, B steps meanwhile, A commits: B enqueues nothing") {
+  scratch_database s;
+  auto db = s.open_migrated();
+  auto other = s.open();
+  const auto t0 = utc(2026, 1, 1);
+  schedules::upsert(db, every_minute("m", schedules::catch_up::bounded), t0);
+  casecore::testing::step_gate gate;
+  gate.pause_at("schedules.tick_claimed");
+  std::vector<schedules::tick> a_ticks;
+  std::thread a([&] { a_ticks = schedules::run_due(db, t0 + minute); });
+  REQUIRE(gate.wait_parked("schedules.tick_claimed"));
+  // B waits for A's row lock (PostgreSQL) or the write lock (SQLite) and then finds the cursor moved.
+  std::vector<schedules::tick> b_ticks;
+  std::thread b([&] { b_ticks = schedules::run_due(other, t0 + minute + 1); });
+  std::this_thread::sleep_for(300ms); // let B reach its wait (an ordering aid, not an assertion)
+  gate.release("schedules.tick_claimed");
+  a.join();
+  b.join();
+  CHECK(a_ticks.size() == 1);
+  CHECK(b_ticks.empty());
+  CHECK(job_count(db, "schedule:m") == 1);
 }
 
 CASECORE_CHILD(schedule_racer) {
