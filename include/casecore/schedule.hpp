@@ -29,6 +29,8 @@
 // (subject defaults to "schedule:<name>"), so two ticks are two jobs and the job keys of
 // job_queue.hpp never merge them; the job is due at once (database clock). The newest 100 tick rows
 // per schedule are kept as history (recent_ticks); the cursor, not the history, stops re-enqueueing.
+// Step for tests (casecore/testing/steps.hpp): "schedules.tick_claimed" — a step inserted a tick row
+// and is about to enqueue its job, in the same open transaction.
 // Failure modes: invalid_argument (nothing written) for a bad name, cron text, zone, interval,
 // policy bound or job template; not_found from nothing (remove() returns false, get() nullopt).
 // Thread-safety: every function is thread-safe.
