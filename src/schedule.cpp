@@ -40,6 +40,7 @@ constexpr micros us_per_ms = 1000;
 constexpr micros max_late = micros{366} * 24 * 3600 * 1000000; // ticks older than this are never enqueued
 constexpr std::int64_t history = 100;                           // tick rows kept per schedule
 constexpr std::size_t due_batch = 100;                          // schedules per due query
+constexpr micros recheck = micros{3600} * 1000000;              // an unusable row is looked at hourly
 
 constexpr std::string_view columns =
     "name, cron, zone, every_ms, offset_ms, policy, catch_up_limit, grace_ms, operation, subject, payload, stages, "
@@ -164,7 +165,10 @@ std::vector<tick> step_one(transaction& tx, const std::string& name, std::option
   try {
     p = validate(info.spec);
   } catch (const error&) {
-    // A row the current code can no longer read (a zone gone from tzdata): leave it, skip its ticks.
+    // A row the current code cannot use (its zone gone from tzdata, a row written by other means):
+    // its ticks wait in (cursor, now]; look at it again in an hour instead of on every step, so
+    // such rows never crowd valid ones out of the due batch.
+    tx.exec("UPDATE casecore_schedules SET next_at = $2 WHERE name = $1", name, now + recheck);
     return out;
   }
   const micros from = std::max(info.cursor_at, now - max_late);

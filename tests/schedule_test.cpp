@@ -292,6 +292,30 @@ TEST_CASE("schedules: bad input is invalid_argument and writes nothing") {
   CHECK_THROWS_AS(schedules::get(db, "bad\x1b[0m"), casecore::invalid_argument);
 }
 
+TEST_CASE("schedules: a stored row the step cannot use is skipped, rechecked hourly, and repaired by upsert") {
+  scratch_database s;
+  auto db = s.open_migrated();
+  const auto t0 = utc(2026, 1, 1);
+  auto broken = every_minute("broken");
+  broken.every = 0ms;
+  broken.cron = "* * * * *";
+  schedules::upsert(db, broken, t0);
+  schedules::upsert(db, every_minute("fine"), t0);
+  // As if the zone had been removed from the OS tzdata since the row was written.
+  db.write([](transaction& tx) { tx.exec("UPDATE casecore_schedules SET zone = 'Mars/Olympus_Mons' WHERE name = 'broken'"); });
+  const auto done = schedules::run_due(db, t0 + minute);
+  REQUIRE(done.size() == 1);
+  CHECK(done[0].schedule == "fine");
+  const auto b = schedules::get(db, "broken");
+  REQUIRE(b);
+  CHECK(b->next_at == t0 + minute + 3600LL * 1000000); // not due again on every step
+  CHECK(b->cursor_at == t0);                           // its ticks wait
+  broken.policy = schedules::catch_up::bounded;
+  CHECK_FALSE(schedules::upsert(db, broken, t0 + 3 * minute)); // repaired
+  CHECK(schedules::run_due(db, t0 + 3 * minute).size() == 3 + 1); // broken: its 3 waiting ticks; fine (latest): 1
+  CHECK(tick_times(db, "broken") == std::vector<micros>{t0 + minute, t0 + 2 * minute, t0 + 3 * minute});
+}
+
 TEST_CASE("schedules: the tick key refuses a tick twice even when the cursor is moved back") {
   // The cursor normally keeps old ticks from coming back; the key on (schedule, tick_at), written in
   // the job's transaction, is what makes a duplicate impossible even if the cursor is wrong (a row

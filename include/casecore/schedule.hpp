@@ -32,7 +32,10 @@
 // Step for tests (casecore/testing/steps.hpp): "schedules.tick_claimed" — a step inserted a tick row
 // and is about to enqueue its job, in the same open transaction.
 // Failure modes: invalid_argument (nothing written) for a bad name, cron text, zone, interval,
-// policy bound or job template; not_found from nothing (remove() returns false, get() nullopt).
+// policy bound or job template; not_found from nothing (remove() returns false, get() nullopt). A
+// stored row the step cannot use (its zone removed from the OS tzdata) is skipped and looked at
+// again hourly; its ticks wait under its catch-up policy. run_due handles at most 100 due schedules
+// per call (the most overdue first); the next call takes the rest.
 // Thread-safety: every function is thread-safe.
 //
 //   schedules::upsert(db, {.name = "nightly-report", .cron = "30 2 * * *", .zone = "Europe/Berlin",
