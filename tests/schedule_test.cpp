@@ -434,6 +434,41 @@ TEST_CASE("schedules: processes racing the scheduler step enqueue every tick exa
   CHECK(distinct == 2 * steps);
 }
 
+CASECORE_CHILD(schedule_clock_racer) {
+  // args: url, milliseconds to run, index. Steps on the database clock, as production does.
+  auto db = casecore::open(args.at(0));
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::stoll(args.at(1)));
+  std::size_t mine = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    mine += schedules::run_due(db).size();
+    std::this_thread::sleep_for(20ms);
+  }
+  std::printf("%zu\n", mine);
+  return 0;
+}
+
+TEST_CASE("schedules: processes stepping on the database clock enqueue consecutive ticks, each once") {
+  scratch_database s;
+  auto db = s.open_migrated();
+  schedules::schedule sc;
+  sc.name = "second";
+  sc.every = 1s;
+  sc.policy = schedules::catch_up::bounded;
+  sc.job.operation = "tick";
+  schedules::upsert(db, sc); // cursor: the database clock now
+  const auto results = casecore::testing::run_children("schedule_clock_racer", 3, {s.url(), "3500"});
+  std::size_t reported = 0;
+  for (const auto& r : results) {
+    REQUIRE(r.exit_code == 0);
+    reported += std::stoul(r.output);
+  }
+  const auto ticks = tick_times(db, "second");
+  REQUIRE(ticks.size() >= 2); // whole seconds passed while they ran (no assertion on how many)
+  for (std::size_t i = 1; i < ticks.size(); ++i) CHECK(ticks[i] - ticks[i - 1] == 1000000); // none missing
+  CHECK(reported == ticks.size());                                                            // none twice
+  CHECK(job_count(db, "schedule:second") == static_cast<std::int64_t>(ticks.size()));
+}
+
 TEST_CASE("schedules: a worker runs due schedules on the database clock") {
   scratch_database s;
   auto db = s.open_migrated();
