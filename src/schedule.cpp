@@ -155,10 +155,14 @@ std::string select_sql(std::string_view tail) { return "SELECT " + std::string(c
 // One schedule's step, in the caller's write transaction: lock the row, handle (cursor, now].
 std::vector<tick> step_one(transaction& tx, const std::string& name, std::optional<micros> given_now) {
   std::vector<tick> out;
-  const auto rows = tx.exec(select_sql("WHERE name = $1") + std::string(tx.sql().for_update), name);
-  if (rows.empty()) return out; // removed meanwhile
+  // SKIP LOCKED: a schedule being stepped (or upserted) right now is left to that transaction; its
+  // ticks up to the holder's `now` are handled there, later ones by the next step (the cursor moves
+  // only past what a step handled). A step therefore never waits for a row lock, so the worker's
+  // maintenance thread is never held up behind someone else's long transaction.
+  const auto rows = tx.exec(select_sql("WHERE name = $1") + std::string(tx.sql().for_update_skip_locked), name);
+  if (rows.empty()) return out; // locked by another step, or removed meanwhile
   auto info = to_info(rows[0]);
-  // Read the clock after the lock: a step that waited for another one sees the time it runs at.
+  // Read the clock after the lock, so the window (cursor, now] is judged at the time it is handled.
   const micros now = given_now ? *given_now : tx.now_us();
   if (info.next_at > now) return out; // another process handled it (or it is not due)
   plan p;

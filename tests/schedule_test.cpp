@@ -367,7 +367,8 @@ TEST_CASE("schedules: A claims a tick, B steps meanwhile, A commits: B enqueues 
   std::vector<schedules::tick> a_ticks;
   std::thread a([&] { a_ticks = schedules::run_due(db, t0 + minute); });
   REQUIRE(gate.wait_parked("schedules.tick_claimed"));
-  // B waits for A's row lock (PostgreSQL) or the write lock (SQLite) and then finds the cursor moved.
+  // B skips A's locked row (PostgreSQL) or waits for the write lock and then finds the cursor moved
+  // (SQLite). Either way the tick is A's alone.
   std::vector<schedules::tick> b_ticks;
   std::thread b([&] { b_ticks = schedules::run_due(other, t0 + minute + 1); });
   std::this_thread::sleep_for(300ms); // let B reach its wait (an ordering aid, not an assertion)

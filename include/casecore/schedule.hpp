@@ -12,10 +12,12 @@
 //     inserted (ON CONFLICT DO NOTHING) in the SAME transaction that enqueues the tick's job. A job
 //     exists only if its tick row committed, and a second insert of the tick finds the key and
 //     enqueues nothing; a rolled-back step leaves neither.
-//   * the cursor: each step locks the schedule row (PostgreSQL FOR UPDATE; SQLite's single writer),
-//     reads the cursor (every tick at or before it was handled: enqueued or skipped by the policy),
-//     handles the ticks in (cursor, now] and sets cursor = max(cursor, now) in that transaction. Steps
-//     of one schedule therefore cover disjoint, contiguous windows: none is handled twice or skipped.
+//   * the cursor: each step locks the schedule row (PostgreSQL FOR UPDATE SKIP LOCKED; SQLite's single
+//     writer), reads the cursor (every tick at or before it was handled: enqueued or skipped by the
+//     policy), handles the ticks in (cursor, now] and sets cursor = max(cursor, now) in that
+//     transaction. Steps of one schedule therefore cover disjoint, contiguous windows: none is handled
+//     twice or skipped. A step that finds the row locked leaves it to the holder and the next step
+//     (never waits for a lock); a tick is at worst delayed by one step period, never lost.
 // "now" is the database clock (one clock for every host); tests pass their own `now` instead.
 // Ticks: cron ticks follow casecore/cron.hpp (a tick in a skipped local hour fires once at the end
 // of the gap; a repeated local hour fires once, at its first occurrence). Interval ticks are
