@@ -479,6 +479,9 @@ TEST_CASE("schedules: a worker runs due schedules on the database clock") {
   sc.policy = schedules::catch_up::bounded;
   sc.job.operation = "beat";
   schedules::upsert(db, sc);
+  jobs::worker_options bad;
+  bad.schedules = -1ms;
+  CHECK_THROWS_AS(jobs::worker(db, bad), casecore::invalid_argument);
   jobs::worker_options o;
   o.threads = 1;
   o.poll = 50ms;
