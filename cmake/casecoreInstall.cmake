@@ -40,7 +40,7 @@ set(casecore_pc_cflags "")
 set(casecore_pc_requires "")
 set(casecore_pc_libs "-lcasecore -lcasecore_sqlite")
 set(casecore_pc_requires_private "sqlite3")
-set(casecore_pc_libs_private "-lSQLiteCpp -lboost_thread -lcrypto")
+set(casecore_pc_libs_private "-lSQLiteCpp -lboost_thread -lcrypto -ldate-tz") # date-tz ships no .pc file
 if(CASECORE_WITH_POSTGRES)
   set(casecore_pc_cflags "-DCASECORE_WITH_POSTGRES=1")
   string(APPEND casecore_pc_libs " -lcasecore_postgres")

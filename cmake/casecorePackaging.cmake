@@ -14,13 +14,13 @@ set(CPACK_RESOURCE_FILE_LICENSE ${PROJECT_SOURCE_DIR}/LICENSE)
 set(CPACK_PACKAGING_INSTALL_PREFIX ${CMAKE_INSTALL_PREFIX})
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT) # casecore_0.2.0_amd64.deb
 set(CPACK_DEBIAN_PACKAGE_SECTION libdevel)
-# The shared libraries' own dependencies (libsqlite3-0, libpqxx-6.4, libboost-thread, libssl3,
+# The shared libraries' own dependencies (libsqlite3-0, libpqxx-6.4, libboost-thread, libssl3, libdate-tz3,
 # libstdc++6), as dpkg-shlibdeps finds them; the public headers need nothing beyond the C++ compiler.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON) # shlibs file and the ldconfig trigger
 if(NOT BUILD_SHARED_LIBS)
   # A static build's package must bring what its archives link (the -dev packages).
-  set(casecore_deb_depends "libsqlite3-dev, libsqlitecpp-dev, libboost-thread-dev, libssl-dev")
+  set(casecore_deb_depends "libsqlite3-dev, libsqlitecpp-dev, libboost-thread-dev, libssl-dev, libhowardhinnant-date-dev")
   if(CASECORE_WITH_POSTGRES)
     string(APPEND casecore_deb_depends ", libpqxx-dev, pkg-config")
   endif()

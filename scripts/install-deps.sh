@@ -25,6 +25,7 @@ PACKAGES=(
     doctest-dev
     libcli11-dev
     libssl-dev
+    libhowardhinnant-date-dev # cron time zones (date/tz.h, libdate-tz; uses the OS tzdata)
     postgresql-15
     postgresql-client-15
     pgbouncer         # the suite runs through PgBouncer 1.18 in transaction and session mode

@@ -418,6 +418,12 @@ prepared_spec validate(const job_spec& s) {
   return {&s, join_stages(s.stages), s.stages.empty() ? 1 : detail::narrow<std::int64_t>(s.stages.size(), "stage count")};
 }
 
+} // namespace
+
+void internal::check_spec(const job_spec& spec) { validate(spec); }
+
+namespace {
+
 constexpr std::string_view insert_head =
     "INSERT INTO casecore_jobs(operation, subject, payload, stages, priority, run_at, max_attempts, concurrency_key, "
     "stage_count, created_at, state) VALUES";

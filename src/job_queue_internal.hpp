@@ -21,6 +21,8 @@ inline constexpr std::string_view finished_states = "('succeeded', 'failed', 'ca
 
 /// Milliseconds → microseconds for the database; invalid_argument outside 0 .. 100 years.
 std::int64_t checked_us(std::chrono::milliseconds ms, std::string_view what);
+/// invalid_argument unless enqueue() would accept `spec` (schedules check their job template with it).
+void check_spec(const job_spec& spec);
 /// "a,b,c" → {a, b, c}.
 std::vector<std::string> split_stages(const std::string& joined);
 /// A stored state ("scheduled" reads as queued).

@@ -1,5 +1,6 @@
 #include <casecore/detail/token.hpp>
 #include <casecore/lease.hpp>
+#include <casecore/schedule.hpp>
 #include <casecore/worker.hpp>
 
 #include <boost/thread/thread.hpp>
@@ -417,10 +418,24 @@ struct worker::state {
     std::optional<lease::grant> leader;
     auto next_prune = steady::now();
     auto next_vacuum = steady::now();
+    auto next_reclaim = steady::now() + period();
     const bool prunes = opt.maintenance.count() > 0 && (opt.retain.max_age.count() > 0 || opt.retain.max_finished > 0);
     const bool vacuums = opt.vacuum_dead_rows > 0 && db.dialect() == dialect::postgresql;
     const auto ttl = std::max(opt.maintenance * 3, std::chrono::milliseconds(3000));
-    while (background_sleep(period())) {
+    const auto wake = opt.schedules.count() > 0 ? std::min(period(), opt.schedules) : period();
+    while (background_sleep(wake)) {
+      if (opt.schedules.count() > 0) {
+        // Every worker steps the schedules, not only the maintenance leader: the tick key and the
+        // locked cursor make concurrent steps exact (schedule.hpp), and no leader election or lease
+        // expiry can delay a tick. Idle cost: one probe of the next_at index per period.
+        try {
+          if (const auto n = schedules::run_due(db).size()) bump(&worker_stats::scheduled, n);
+        } catch (const std::exception&) {
+          // Next period; ticks wait in (cursor, now] meanwhile, nothing is lost.
+        }
+      }
+      if (steady::now() < next_reclaim) continue;
+      next_reclaim = steady::now() + period();
       try {
         if (const auto n = reclaim_expired(db)) bump(&worker_stats::reclaimed, n);
       } catch (const std::exception&) {
@@ -478,6 +493,7 @@ worker::worker(database db, worker_options options) {
   if (options.poll.count() <= 0) raise(errc::invalid_argument, "worker poll interval must be positive");
   if (options.max_running < 0 || options.max_per_key < 0) raise(errc::invalid_argument, "worker limits must not be negative");
   if (options.maintenance.count() < 0) raise(errc::invalid_argument, "worker maintenance period must not be negative");
+  if (options.schedules.count() < 0) raise(errc::invalid_argument, "worker schedules period must not be negative");
   if (options.retain.max_age.count() < 0 || options.retain.max_finished < 0)
     raise(errc::invalid_argument, "worker retention must not be negative");
   state_ = std::make_shared<state>(std::move(db), std::move(options));

@@ -14,6 +14,7 @@
 
 #include <casecore/backend.hpp>
 #include <casecore/counter.hpp>
+#include <casecore/cron.hpp>
 #include <casecore/database.hpp>
 #include <casecore/error.hpp>
 #include <casecore/export.hpp>
@@ -36,6 +37,7 @@
 #include <casecore/ports/task_transport.hpp>
 #include <casecore/repository.hpp>
 #include <casecore/retry.hpp>
+#include <casecore/schedule.hpp>
 #include <casecore/single_flight.hpp>
 #include <casecore/snapshot.hpp>
 #include <casecore/sqlite/search_index.hpp>

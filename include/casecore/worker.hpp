@@ -17,7 +17,9 @@
 // table (throttled like autovacuum) once the server counts `vacuum_dead_rows` dead row versions in
 // it: a busy queue claims from the head of its ready index, where the rows it just claimed leave
 // dead entries that only a vacuum removes, and the server's autovacuum visits a database only once
-// per autovacuum_naptime (1 min by default); checked at most once a second.
+// per autovacuum_naptime (1 min by default); checked at most once a second. With
+// worker_options::schedules set, the maintenance thread also enqueues due periodic jobs
+// (schedule.hpp) on every worker.
 // Exactly once: a handler that wants its own writes to happen exactly once per stage does them
 // through job_context::complete(): they commit in the same transaction as the stage completion,
 // fenced by the claim's token and expiry on the database clock, so a worker that died, was paused
@@ -127,6 +129,9 @@ struct worker_options {
   /// The maintenance leader vacuums casecore_jobs when the server counts at least this many dead
   /// row versions in it (PostgreSQL, not behind a transaction pooler; 0 = never; see above).
   std::int64_t vacuum_dead_rows = 100000;
+  /// How often this worker enqueues due periodic jobs (schedules::run_due on the database clock, on
+  /// the maintenance thread; every worker may, the tick key keeps it exact). 0 = never (the default).
+  std::chrono::milliseconds schedules{0};
   /// Sleep until work may be ready or `timeout` passed (default: in-process condition variable).
   std::function<void(std::chrono::milliseconds)> wait_for_work;
   /// Wake sleepers (default: the in-process condition variable); called by notify() and stop().
@@ -154,6 +159,7 @@ struct worker_stats {
   std::uint64_t reclaimed = 0;  ///< expired claims (of any worker) requeued by this worker's maintenance thread
   std::uint64_t pruned = 0;     ///< finished jobs deleted while this worker was the maintenance leader
   std::uint64_t vacuums = 0;    ///< vacuums of the jobs table run while this worker was the maintenance leader
+  std::uint64_t scheduled = 0;  ///< periodic-job ticks this worker enqueued (worker_options::schedules)
 };
 
 /// A pool of threads running registered stage handlers.

@@ -40,7 +40,7 @@ sqlite_only_consumer() { # $1 = build dir; libpqxx unavailable, and the configur
   "$1/consumer"
 }
 no_header_leaks() { # public headers name no dependency that only casecore's sources use
-  if grep -rEn '#include <(pqxx|SQLiteCpp|sqlite3\.h|boost/|gsl/|openssl/)' "$1"; then fail "an installed header includes a private dependency"; fi
+  if grep -rEn '#include <(pqxx|SQLiteCpp|sqlite3\.h|boost/|gsl/|openssl/|date/)' "$1"; then fail "an installed header includes a private dependency"; fi
 }
 pkgconfig_build() { # $1 = directory holding casecore.pc (empty: the system's)
   local flags

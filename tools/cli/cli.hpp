@@ -130,6 +130,7 @@ void add_file(CLI::App& app, const context& ctx, action& run);
 void add_lease(CLI::App& app, const context& ctx, action& run);
 void add_job(CLI::App& app, const context& ctx, action& run);
 void add_trigger(CLI::App& app, const context& ctx, action& run);
+void add_schedule(CLI::App& app, const context& ctx, action& run);
 /// `completion bash` and `man`, generated from the whole command table (tools/cli/help.cpp).
 void add_help_commands(CLI::App& app, action& run);
 
