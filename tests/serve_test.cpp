@@ -271,4 +271,36 @@ TEST_CASE("serve: read-only mode refuses every POST; a foreign Host header is re
   CHECK(c.Get("/jobs", httplib::Headers{{"Host", "localhost:" + std::to_string(server.port())}})->status == 200);
 }
 
+TEST_CASE("serve: the database password reaches no page, error page or log line") {
+  scratch_database s;
+  if (s.kind() != testing::backend_kind::postgres) {
+    MESSAGE("PostgreSQL only: a SQLite URL has no password");
+    return;
+  }
+  auto db = s.open_migrated();
+  testing::seed_dashboard(db);
+  // The test servers trust their clients (pg-cluster.sh: trust, PgBouncer: auth_type any), so a
+  // password in the URL is accepted and ignored: the server runs, and its pages must not show it.
+  const std::string secret = "Sekr1tPassw0rdXyz";
+  auto url = s.url();
+  const auto at = url.find('@');
+  const auto scheme_end = url.find("://");
+  REQUIRE(at != std::string::npos);
+  REQUIRE(url.substr(scheme_end + 3, at - scheme_end - 3).find(':') == std::string::npos); // no password yet
+  url.insert(at, ":" + secret);
+  serve_process server(CASECORE_CLI_PATH, url, {}, {"CASECORE_OPERATOR_TOKEN=" + token}, s.folder());
+  REQUIRE(server.port() > 0);
+  auto c = client(server);
+  std::string seen = server.out() + server.err();
+  for (const std::string path : {"/", "/jobs", "/jobs/1", "/leases", "/counters", "/metrics", "/jobs/999999", "/nothing"}) {
+    const auto r = c.Get(path);
+    REQUIRE(r);
+    seen += r->body;
+  }
+  CHECK(seen.find("***") != std::string::npos); // the masked URL is shown
+  CHECK(seen.find(secret) == std::string::npos);
+  CHECK(server.stop() == 0);
+  CHECK((server.out() + server.err()).find(secret) == std::string::npos);
+}
+
 #endif

@@ -112,6 +112,9 @@ void add_serve(CLI::App& app, const context& ctx, action& run) {
       std::cout << "casecore serve: listening on http://" << text(shown_host) << ":" << port << "/ ("
                 << (settings.read_only ? "read-only" : "actions need the operator token") << ", database " << text(db.describe()) << ")"
                 << std::endl;
+      if (settings.host != "127.0.0.1" && settings.host != "localhost" && settings.host != "::1")
+        std::cerr << "casecore serve: warning: listening on " << text(shown_host)
+                  << ", beyond this host, over plain HTTP: put a TLS proxy in front (docs/operations.md)" << std::endl;
       server.listen_after_bind();
       const bool asked = stopping;
       if (!asked) pthread_kill(stopper.native_handle(), SIGTERM); // listening ended by itself: wake the stopper
