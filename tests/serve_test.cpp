@@ -303,4 +303,47 @@ TEST_CASE("serve: the database password reaches no page, error page or log line"
   CHECK((server.out() + server.err()).find(secret) == std::string::npos);
 }
 
+TEST_CASE("serve: pause and resume through the overview's forms; a refused pause writes nothing") {
+  scratch_database s;
+  auto db = s.open_migrated();
+  const auto ids = testing::seed_dashboard(db);
+  serve_process server(CASECORE_CLI_PATH, s.url(), {}, {"CASECORE_OPERATOR_TOKEN=" + token}, s.folder());
+  auto c = client(server);
+  const auto sess = log_in(c, ids.hostile);
+  const httplib::Headers cookie{{"Cookie", sess.cookie}};
+  const httplib::Params alpha{{"operation", "alpha"}, {"concurrency_key", ""}, {"reason", "<b>vendor down</b>"}};
+
+  auto with_csrf = alpha;
+  with_csrf.emplace("csrf", sess.csrf);
+  CHECK(c.Post("/pauses/pause", alpha)->status == 403);         // no session
+  CHECK(c.Post("/pauses/pause", cookie, alpha)->status == 403); // no CSRF token
+  CHECK(jobs::pauses(db).empty());
+
+  const auto paused = c.Post("/pauses/pause", cookie, with_csrf);
+  REQUIRE(paused);
+  CHECK(paused->status == 303);
+  const auto all = jobs::pauses(db);
+  REQUIRE(all.size() == 1);
+  CHECK(all[0].target.operation == "alpha");
+  CHECK(all[0].paused_jobs == 30);
+  CHECK(all[0].reason == "<b>vendor down</b>");
+  const auto overview = c.Get("/", cookie)->body;
+  CHECK(overview.find("&lt;b&gt;vendor down&lt;/b&gt;") != std::string::npos);
+  CHECK(overview.find("class=\"resume\"") != std::string::npos);
+  const auto list = c.Get("/jobs?state=paused&limit=100")->body;
+  std::size_t rows = 0;
+  for (auto at = list.find("<td class=\"op\">alpha</td>"); at != std::string::npos; at = list.find("<td class=\"op\">alpha</td>", at + 1)) ++rows;
+  CHECK(rows == 30);
+
+  // An empty target is the API's invalid_argument: 400 and nothing written.
+  CHECK(c.Post("/pauses/pause", cookie, httplib::Params{{"operation", ""}, {"concurrency_key", ""}, {"csrf", sess.csrf}})->status == 400);
+  CHECK(jobs::pauses(db).size() == 1);
+
+  CHECK(c.Post("/pauses/resume", cookie, httplib::Params{{"operation", "alpha"}, {"concurrency_key", ""}})->status == 403);
+  CHECK(jobs::pauses(db).size() == 1);
+  CHECK(c.Post("/pauses/resume", cookie, httplib::Params{{"operation", "alpha"}, {"concurrency_key", ""}, {"csrf", sess.csrf}})->status == 303);
+  CHECK(jobs::pauses(db).empty());
+  CHECK(jobs::list(db, jobs::job_state::paused, 100).empty());
+}
+
 #endif

@@ -52,7 +52,7 @@ try {
   check((res.headers()['content-security-policy'] || '').includes("frame-ancestors 'none'"), 'CSP header with frame-ancestors');
   check(await page.$eval('h1', (e) => e.textContent) === 'Overview', 'overview heading');
   const states = await page.$$eval('#job-states tr td:first-child', (tds) => tds.map((td) => td.textContent));
-  check(JSON.stringify(states) === JSON.stringify(['queued', 'running', 'succeeded', 'failed', 'cancelled']), `job states listed: ${states}`);
+  check(JSON.stringify(states) === JSON.stringify(['queued', 'paused', 'running', 'succeeded', 'failed', 'cancelled']), `job states listed: ${states}`);
   await shot('dashboard-overview.png');
 
   // The job list renders the hostile operation as text, and nothing ran.
@@ -139,6 +139,21 @@ try {
   await page.goto(`${base}/jobs/${job.queued}`);
   await Promise.all([page.waitForNavigation(), page.click('#cancel')]);
   check(await page.$eval('#state', (e) => e.textContent) === 'cancelled', 'cancel: the job page shows it cancelled');
+
+  // Pause the operation "beta" from the overview's form, see its jobs paused, resume it.
+  await page.goto(`${base}/`);
+  await page.type('#pause-form input[name=operation]', 'beta');
+  await page.type('#pause-form input[name=reason]', '<script>document.title="pwned"</script>');
+  await Promise.all([page.waitForNavigation(), page.click('#pause-form button[type=submit]')]);
+  const pauseRows = await page.$$eval('#pauses tr td:first-child', (tds) => tds.map((td) => td.textContent));
+  check(JSON.stringify(pauseRows) === JSON.stringify(['beta']), `pause listed: ${pauseRows}`);
+  check(!(await pwned()), 'the pause reason did not run');
+  await page.goto(`${base}/jobs?state=paused&limit=100`);
+  const pausedOps = await page.$$eval('#jobs td.op', (tds) => tds.map((td) => td.textContent));
+  check(pausedOps.length === 30 && pausedOps.every((o) => o === 'beta'), `paused filter shows the 30 beta jobs: ${pausedOps.length}`);
+  await page.goto(`${base}/`);
+  await Promise.all([page.waitForNavigation(), page.click('#pauses button.resume')]);
+  check(await page.$('#pauses') === null, 'resumed: no pause left');
   check(dialogs.length === 0, `no dialog opened: ${dialogs}`);
 } catch (e) {
   failures++;

@@ -156,6 +156,7 @@ int main(int argc, char** argv) {
   expect(jobs::get(db, ids.queued)->state == jobs::job_state::cancelled, "the cancelled job is cancelled: " + job_text(db, ids.queued));
   expect(job_text(db, ids.untouched) == untouched_before, "refused POSTs left their job alone: " + job_text(db, ids.untouched));
   expect(job_text(db, ids.running) == running_before, "the running job is untouched: " + job_text(db, ids.running));
+  expect(jobs::pauses(db).empty() && jobs::list(db, jobs::job_state::paused, 100).empty(), "the pause was lifted");
   const int stopped = server.stop();
   expect(stopped == 0, "casecore serve exits 0 on SIGTERM (got " + std::to_string(stopped) + "): " + server.err());
   std::cout << "serve_browser_test: " << (failures == 0 ? "passed" : "FAILED") << "\n";

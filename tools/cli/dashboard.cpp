@@ -50,7 +50,7 @@ pre{background:#fff;border:1px solid #d0d7de;padding:.6em;white-space:pre-wrap;w
 form.inline{display:inline}button{cursor:pointer}dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{font-weight:600}
 )css";
 
-constexpr jobs::job_state every_state[] = {jobs::job_state::queued, jobs::job_state::running, jobs::job_state::succeeded,
+constexpr jobs::job_state every_state[] = {jobs::job_state::queued, jobs::job_state::paused, jobs::job_state::running, jobs::job_state::succeeded,
                                            jobs::job_state::failed, jobs::job_state::cancelled};
 
 std::int64_t unix_now() {
@@ -146,10 +146,11 @@ public:
     s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       res.set_content(registry_.prometheus_text(), "text/plain; version=0.0.4; charset=utf-8");
     });
-    s.Get("/", [this](const httplib::Request& req, httplib::Response& res) { send(res, page(req, "Overview", overview())); });
+    s.Get("/", [this](const httplib::Request& req, httplib::Response& res) { send(res, page(req, "Overview", overview(req))); });
     s.Get("/jobs", [this](const httplib::Request& req, httplib::Response& res) { job_list(req, res); });
     s.Get(R"(/jobs/(\d{1,18}))", [this](const httplib::Request& req, httplib::Response& res) { job_page(req, res, ""); });
     s.Post(R"(/jobs/(\d{1,18})/(retry|cancel))", [this](const httplib::Request& req, httplib::Response& res) { job_action(req, res); });
+    s.Post(R"(/pauses/(pause|resume))", [this](const httplib::Request& req, httplib::Response& res) { pause_action(req, res); });
     s.Get("/leases", [this](const httplib::Request& req, httplib::Response& res) { send(res, page(req, "Leases", leases())); });
     s.Get("/counters", [this](const httplib::Request& req, httplib::Response& res) { send(res, page(req, "Counters", counters())); });
     s.Get("/schedules", [this](const httplib::Request& req, httplib::Response& res) {
@@ -292,7 +293,7 @@ private:
            "</main></body></html>";
   }
 
-  std::string overview() {
+  std::string overview(const httplib::Request& req) {
     std::string out;
     const auto versions = schema_versions(db_);
     const bool have_jobs = versions.contains("casecore.jobs");
@@ -338,9 +339,7 @@ private:
         for (auto id : q.stuck) out += " <a href=\"/jobs/" + num(id) + "\">#" + num(id) + "</a>";
         out += "</p>";
       }
-      // PLACEHOLDER(issue 13, queue controls): paused operations and concurrency keys, with
-      // pause / resume forms, once the pause API is merged.
-      out += "<div class=\"note\">Pause / resume of an operation is not available in this build yet (issue 13: queue controls).</div>";
+      out += pauses_section(req);
     } else {
       out += "<p>The database has no job queue schema (run <code>casecore migrate</code>).</p>";
     }
@@ -352,6 +351,53 @@ private:
       out += "<tr><td>" + html(component) + "</td><td class=\"num\">" + num(version) + "</td></tr>";
     out += "</table>";
     return out;
+  }
+
+  /// Pauses in force (jobs::pauses) with a Resume form each, and a form to pause an operation and/or key.
+  std::string pauses_section(const httplib::Request& req) {
+    const auto all = jobs::pauses(db_);
+    const bool act = !settings_.read_only && !session(req).empty();
+    std::string out = "<h2>Pauses</h2>";
+    if (all.empty()) out += "<p>No operation or concurrency key is paused.</p>";
+    else {
+      out += "<table id=\"pauses\"><tr><th>operation</th><th>concurrency key</th><th>paused jobs</th><th>since</th><th>by</th><th>reason</th>" +
+             std::string(act ? "<th></th>" : "") + "</tr>";
+      for (const auto& p : all) {
+        out += "<tr><td>" + (p.target.operation.empty() ? "<i>any</i>" : html(p.target.operation)) + "</td><td>" +
+               (p.target.concurrency_key.empty() ? "<i>any</i>" : html(p.target.concurrency_key)) + "</td><td class=\"num\">" +
+               num(p.paused_jobs) + "</td><td>" + html(iso_time(p.paused_at)) + "</td><td>" + html(p.paused_by) + "</td><td>" + html(p.reason) + "</td>";
+        if (act)
+          out += "<td><form class=\"inline\" method=\"post\" action=\"/pauses/resume\">" + csrf_field(req) +
+                 "<input type=\"hidden\" name=\"operation\" value=\"" + html(p.target.operation) +
+                 "\"><input type=\"hidden\" name=\"concurrency_key\" value=\"" + html(p.target.concurrency_key) +
+                 "\"><button type=\"submit\" class=\"resume\">Resume</button></form></td>";
+        out += "</tr>";
+      }
+      out += "</table>";
+    }
+    if (act)
+      out += "<form method=\"post\" action=\"/pauses/pause\" id=\"pause-form\">" + csrf_field(req) +
+             "<p>Pause <label>operation <input type=\"text\" name=\"operation\" maxlength=\"100\"></label> <label>concurrency key "
+             "<input type=\"text\" name=\"concurrency_key\" maxlength=\"200\"></label> <label>reason <input type=\"text\" name=\"reason\" "
+             "maxlength=\"500\"></label> <button type=\"submit\">Pause</button> (claims stop on every host; running jobs finish)</p></form>";
+    else if (!settings_.read_only)
+      out += "<p><a href=\"/login\">Log in</a> to pause or resume.</p>";
+    return out;
+  }
+
+  void pause_action(const httplib::Request& req, httplib::Response& res) {
+    if (!post_allowed(req, res)) return;
+    const jobs::pause_target target{req.get_param_value("operation"), req.get_param_value("concurrency_key")};
+    try {
+      if (req.matches[1].str() == "pause") jobs::pause(db_, target, req.get_param_value("reason"), "casecore serve operator");
+      else jobs::resume(db_, target);
+    } catch (const casecore::error& e) {
+      res.status = e.code() == errc::invalid_argument ? 400 : 409;
+      send(res, page(req, "Not done", "<div class=\"error\" id=\"message\">" + html(mask_secrets(e.what())) +
+                                          "</div><p><a href=\"/\">Back to the overview</a></p>"));
+      return;
+    }
+    res.set_redirect("/", 303);
   }
 
   std::string outbox_backlog() {
@@ -454,7 +500,8 @@ private:
 
     if (!settings_.read_only) {
       const bool can_retry = j->state == jobs::job_state::failed || j->state == jobs::job_state::cancelled;
-      const bool can_cancel = j->state == jobs::job_state::queued || (j->state == jobs::job_state::running && !j->cancel_requested);
+      const bool can_cancel = j->state == jobs::job_state::queued || j->state == jobs::job_state::paused ||
+                              (j->state == jobs::job_state::running && !j->cancel_requested);
       if ((can_retry || can_cancel) && session(req).empty()) out += "<p><a href=\"/login\">Log in</a> to retry or cancel this job.</p>";
       else if (can_retry || can_cancel) {
         out += "<p>";

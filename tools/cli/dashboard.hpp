@@ -2,7 +2,7 @@
 //
 // Concept: a server-rendered operator dashboard over one database, mounted on a cpp-httplib server
 // (Debian's libcpp-httplib-dev; no HTTP parsing of our own). GET pages only read; the actions
-// (retry, cancel) are POST forms.
+// (retry, cancel, pause, resume) are POST forms.
 // Security model:
 //   - mutations need the operator token: the login form (POST /login) compares it constant-time and
 //     sets an HttpOnly, SameSite=Strict session cookie signed with a per-process random secret

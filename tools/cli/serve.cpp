@@ -43,7 +43,7 @@ std::string operator_token(const std::string& file) {
   }
   while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' || token.back() == '\t')) token.pop_back();
   if (token.empty())
-    raise(errc::configuration, "actions (retry, cancel) need an operator token: give --token-file FILE or set "
+    raise(errc::configuration, "actions (retry, cancel, pause, resume) need an operator token: give --token-file FILE or set "
                                "CASECORE_OPERATOR_TOKEN, or start with --read-only");
   if (token.size() < min_token_length)
     raise(errc::configuration, "the operator token from " + origin + " is shorter than " + std::to_string(min_token_length) +
