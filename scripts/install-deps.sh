@@ -39,6 +39,9 @@ PACKAGES=(
     fiu-utils
     gcovr             # scripts/coverage.sh
     doxygen           # the API reference (cmake --build build/default --target docs)
+    libcpp-httplib-dev # `casecore serve` (HTTP server of the dashboard and /metrics)
+    chromium          # serve_browser_test drives headless Chromium (tests/browser/)
+    nodejs            # ... through puppeteer-core (npm ci from tests/browser/package-lock.json)
 )
 
 die() {

@@ -110,13 +110,20 @@ std::optional<job> get(database& db, std::int64_t id) {
 }
 
 std::vector<job> list(database& db, std::optional<job_state> state, std::size_t limit) {
-  if (limit < 1 || limit > 10000) raise(errc::invalid_argument, "job list limit must be 1..10000");
+  return list(db, list_query{state, {}, 0, limit});
+}
+
+std::vector<job> list(database& db, const list_query& query) {
+  if (query.limit < 1 || query.limit > 10000) raise(errc::invalid_argument, "job list limit must be 1..10000");
+  if (query.before_id < 0) raise(errc::invalid_argument, "job list cursor must not be negative");
+  if (query.operation.size() > 100) raise(errc::invalid_argument, "job list operation filter is longer than 100 characters");
   return db.read([&](transaction& tx) {
     static const std::string q = sql({"SELECT ", job_columns,
-                                      " FROM casecore_jobs WHERE $1 = '' OR state = $1 OR ($1 = 'queued' AND state = 'scheduled') "
-                                      "ORDER BY id DESC LIMIT $2"});
+                                      " FROM casecore_jobs WHERE ($1 = '' OR state = $1 OR ($1 = 'queued' AND state = 'scheduled')) "
+                                      "AND ($2 = '' OR operation = $2) AND ($3 = 0 OR id < $3) ORDER BY id DESC LIMIT $4"});
     std::vector<job> out;
-    for (auto r : tx.exec(q, state ? to_string(*state) : std::string_view{}, static_cast<std::int64_t>(limit)))
+    for (auto r : tx.exec(q, query.state ? to_string(*query.state) : std::string_view{}, std::string_view{query.operation},
+                          query.before_id, static_cast<std::int64_t>(query.limit)))
       out.push_back(to_job(r));
     return out;
   });

@@ -59,6 +59,17 @@ std::optional<job> get(database& db, std::int64_t id);
 /// Up to `limit` (1..10000) jobs, newest first, only those in `state` when given.
 std::vector<job> list(database& db, std::optional<job_state> state = std::nullopt, std::size_t limit = 100);
 
+/// A page of the job list: filters and a keyset cursor (ids are never reused, so a page stays stable
+/// while jobs are added; no OFFSET scan grows with the page number).
+struct list_query {
+  std::optional<job_state> state; ///< only jobs in this state (queued includes scheduled)
+  std::string operation;          ///< only jobs of this operation ("" = all)
+  std::int64_t before_id = 0;     ///< only jobs with id < before_id (0 = from the newest)
+  std::size_t limit = 100;        ///< at most this many (1..10000)
+};
+/// One page of jobs, newest first, walking the primary key backwards (as list() does).
+std::vector<job> list(database& db, const list_query& query);
+
 /// Progress of one stage of one job.
 struct stage_record {
   std::string stage;         ///< stage name

@@ -31,6 +31,10 @@
 #include <utility>
 #include <vector>
 
+namespace casecore::metrics {
+class registry;
+}
+
 namespace casecore::cli {
 
 /// Exit codes operators and scripts can branch on.
@@ -120,6 +124,11 @@ std::map<std::string, std::int64_t> table_counts(database& db);
 /// Open the database and check that `component`'s tables exist (an actionable message otherwise).
 database open_migrated(const context& ctx, const std::string& component, access mode);
 
+/// Register what `casecore metrics` and `casecore serve`'s /metrics report on `registry`: `db`'s
+/// figures (db="main"), schema versions and casecore table rows. The collectors hold their own
+/// handle of `db`.
+void register_metrics(metrics::registry& registry, database& db);
+
 /// The command groups, one file each.
 void add_migrate(CLI::App& app, const context& ctx, action& run);
 void add_status(CLI::App& app, const context& ctx, action& run);
@@ -131,6 +140,7 @@ void add_lease(CLI::App& app, const context& ctx, action& run);
 void add_job(CLI::App& app, const context& ctx, action& run);
 void add_trigger(CLI::App& app, const context& ctx, action& run);
 void add_schedule(CLI::App& app, const context& ctx, action& run);
+void add_serve(CLI::App& app, const context& ctx, action& run);
 /// `completion bash` and `man`, generated from the whole command table (tools/cli/help.cpp).
 void add_help_commands(CLI::App& app, action& run);
 

@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
   add_job(app, ctx, run);
   add_trigger(app, ctx, run);
   add_schedule(app, ctx, run);
+  add_serve(app, ctx, run);
   add_help_commands(app, run);
 
   const bool json = wants_json(argc, argv);

@@ -12,18 +12,22 @@
 
 namespace casecore::cli {
 
+void register_metrics(metrics::registry& registry, database& db) {
+  registry.add_database(db, "main");
+  registry.add_collector([db](metrics::sample_sink& sink) mutable {
+    for (const auto& [component, version] : schema_versions(db))
+      sink.gauge("casecore_schema_version", "Applied schema version per component", {{"component", component}}, version);
+    for (const auto& [table, rows] : table_counts(db))
+      sink.gauge("casecore_table_rows", "Rows per casecore table", {{"table", table}}, static_cast<double>(rows));
+  });
+}
+
 void add_metrics(CLI::App& app, const context& ctx, action& run) {
   app.add_subcommand("metrics", "Print metrics in Prometheus text format")->callback([&] {
     run = [&] {
       auto db = ctx.open_db(access::read);
       metrics::registry registry;
-      registry.add_database(db, "main");
-      registry.add_collector([&](metrics::sample_sink& sink) {
-        for (const auto& [component, version] : schema_versions(db))
-          sink.gauge("casecore_schema_version", "Applied schema version per component", {{"component", component}}, version);
-        for (const auto& [table, rows] : table_counts(db))
-          sink.gauge("casecore_table_rows", "Rows per casecore table", {{"table", table}}, static_cast<double>(rows));
-      });
+      register_metrics(registry, db);
       if (!ctx.json) {
         std::cout << registry.prometheus_text();
         return;
