@@ -38,6 +38,7 @@ PACKAGES=(
     fiu-utils
     gcovr             # scripts/coverage.sh
     doxygen           # the API reference (cmake --build build/default --target docs)
+    libspdlog-dev     # examples/spdlog_sink: the logging hook's spdlog adapter
 )
 
 die() {
