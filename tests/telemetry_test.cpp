@@ -293,3 +293,36 @@ TEST_CASE("log hook: handler failures and reclaims reach the sink; a throwing si
   set_log_sink(nullptr);
   CHECK(dropped_log_events() == before + 1);
 }
+
+TEST_CASE("log hook: a running job whose claim is taken away reports job.lease_lost") {
+  scratch_database s;
+  auto db = s.open_migrated();
+  captured_log seen;
+  const auto id = enqueue(db, spec("gamma", "z", 0)).id;
+  std::atomic<int> runs{0};
+  std::atomic<bool> running{false};
+  worker_options o;
+  o.owner = "w-lost";
+  o.threads = 1;
+  o.lease = casecore::testing::job_lease(600ms);
+  o.poll = 50ms;
+  worker w(db, o);
+  w.on_stage("run", [&](job_context& ctx) {
+    if (runs++ > 0) return; // the requeued run after the loss just succeeds
+    running = true;
+    for (int i = 0; i < 3000 && !ctx.lost(); ++i) std::this_thread::sleep_for(5ms);
+    ctx.write([](transaction&) {}); // throws lease_lost once the claim is gone
+  });
+  w.start();
+  for (int i = 0; i < 2000 && !running; ++i) std::this_thread::sleep_for(5ms);
+  REQUIRE(running);
+  // Another host decides the worker is dead: its claim expires and is requeued.
+  db.write([&](transaction& tx) { tx.exec("UPDATE casecore_jobs SET lease_expires_at = 0 WHERE id = $1", id); });
+  CHECK(seen.wait_for("job.lease_lost", 20s));
+  w.stop();
+  const auto lost = seen.named("job.lease_lost");
+  REQUIRE(lost.size() == 1);
+  CHECK(lost[0].field("job") == std::to_string(id));
+  CHECK(lost[0].field("operation") == "gamma");
+  CHECK(lost[0].level == log_level::warn);
+}
