@@ -76,7 +76,8 @@ void collect_database_wide(sample_sink& sink, database db, const database_wide_o
     for (const auto& [component, version] : schema)
       sink.gauge("casecore_schema_version", "Applied schema version per component", {{"component", component}}, version);
 
-    const auto now = tx.query_one<i64>("SELECT casecore_now_us()");
+    // The database clock (casecore 1 creates it; every table below comes with later migrations).
+    const i64 now = schema.contains("casecore") ? tx.query_one<i64>("SELECT casecore_now_us()") : 0;
     const i64 since = now - static_cast<i64>(o.window.count()) * 1000000;
     const double window = static_cast<double>(o.window.count());
 

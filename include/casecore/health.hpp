@@ -7,6 +7,10 @@
 // and their values up to one hour ago (the monitor keeps samples of the last hour; a young monitor
 // reports what it saw so far, never an extrapolation).
 //
+// check_figures() judges database-wide figures (metrics::collect_database_wide) against
+// database_limits instead — what `casecore health` does, with deadlocks_last_hour() turning
+// PostgreSQL's cumulative deadlock counter into a count for the last hour (docs/telemetry.md).
+//
 // Concurrency: all members are thread-safe. Failure modes: bad thresholds or an empty name throw
 // invalid_argument; a queue gauge that throws yields a critical finding instead of an exception.
 #pragma once

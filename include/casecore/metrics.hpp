@@ -8,6 +8,11 @@
 // text exposition format (HELP/TYPE lines, escaped labels, histograms with cumulative _bucket series,
 // le="+Inf", _sum and _count); visit() hands each family to a host callback (logging).
 //
+// Database-wide figures (jobs, stages, outbox, leases, PostgreSQL deadlocks and connections, whoever
+// wrote them) come from collect_database_wide(); database_prometheus_text(db) renders the complete
+// text for a database — the one function `casecore metrics` and `casecore serve`'s /metrics call.
+// Each figure's source and scrape cost: docs/telemetry.md.
+//
 // Concurrency: registration and collection are thread-safe; instruments are lock-free atomics, safe
 // to update from any thread while a collection runs. Instruments live as long as their registry.
 // Failure modes: invalid metric or label names, a name reused with another type or help text, or
