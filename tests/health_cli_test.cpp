@@ -19,6 +19,8 @@
 
 #include <chrono>
 #include <fstream>
+#include <latch>
+#include <utility>
 #include <sstream>
 #include <thread>
 
@@ -190,6 +192,61 @@ TEST_CASE("cli health: pool use and deadlocks on PostgreSQL; named as not applic
   r = run_health(s, {"--json", "--max-deadlocks-per-hour", "1", "--state", state});
   CHECK(r.code == 0);
   CHECK(has(r.out, "\"deadlocks_last_hour\":0"));
+}
+
+TEST_CASE("cli health: a real deadlock on PostgreSQL crosses --max-deadlocks-per-hour 0") {
+  scratch_database s;
+  if (!is_pg(s)) {
+    MESSAGE("PostgreSQL only: SQLite has one writer at a time and no deadlock counter (the test above covers its skipped line)");
+    return;
+  }
+  auto db = s.open_migrated();
+  const auto state = (s.folder() / "health.state").string();
+  // The first run keeps the reading the next one subtracts from.
+  auto r = run_health(s, {"--max-deadlocks-per-hour", "0", "--state", state});
+  const bool fresh_reset = has(r.out, "CROSSED");
+  REQUIRE_MESSAGE(!fresh_reset, r.out); // no deadlock yet in this database
+  auto counter = [&] {
+    metrics::sample_sink sink;
+    metrics::collect_database_wide(sink, db);
+    for (const auto& f : sink.take())
+      if (f.name == "casecore_pg_deadlocks_total") return f.samples.at(0).value;
+    return -1.0;
+  };
+  const double before = counter();
+  db.write([](transaction& tx) {
+    tx.exec("CREATE TABLE health_deadlock(id INTEGER PRIMARY KEY, v INTEGER NOT NULL)");
+    tx.exec("INSERT INTO health_deadlock VALUES (1, 0), (2, 0)");
+  });
+  // Two writers lock rows 1 and 2 in opposite orders: PostgreSQL kills one (it is retried).
+  std::latch both_hold(2);
+  auto writer = [&](int first, int second) {
+    bool arrived = false; // the retry of the victim must not arrive again (a latch cannot go below 0)
+    db.write([&](transaction& tx) {
+      tx.exec("UPDATE health_deadlock SET v = v + 1 WHERE id = $1", first);
+      if (!std::exchange(arrived, true)) both_hold.arrive_and_wait();
+      tx.exec("UPDATE health_deadlock SET v = v + 1 WHERE id = $1", second);
+    });
+  };
+  std::thread a(writer, 1, 2), b(writer, 2, 1);
+  a.join();
+  b.join();
+  CHECK(db.tx_stats().retries_deadlock == 1);
+  // The server's statistics arrive within about a second of the transaction's end.
+  double after = counter();
+  for (int i = 0; i < 100 && after <= before; ++i) {
+    std::this_thread::sleep_for(100ms);
+    after = counter();
+  }
+  REQUIRE(after >= before + 1); // other tests sharing the database may add their own
+  r = run_health(s, {"--max-deadlocks-per-hour", "0", "--state", state});
+  CHECK(r.code == 6);
+  CHECK(has(r.out, "CROSSED  deadlocks_per_hour: deadlocks in the last hour is "));
+  r = run_health(s, {"--json", "--max-deadlocks-per-hour", "100000", "--state", state});
+  CHECK(r.code == 0);
+  CHECK(has(r.out, "\"deadlocks_last_hour\":"));
+  CHECK_FALSE(has(r.out, "\"deadlocks_last_hour\":null"));
+  CHECK_FALSE(has(r.out, "\"deadlocks_last_hour\":0"));
 }
 
 TEST_CASE("health: deadlocks in the last hour from counter readings") {
