@@ -42,6 +42,7 @@ PACKAGES=(
     libcpp-httplib-dev # `casecore serve` (HTTP server of the dashboard and /metrics)
     chromium          # serve_browser_test drives headless Chromium (tests/browser/)
     nodejs            # ... through puppeteer-core (npm ci from tests/browser/package-lock.json)
+    libspdlog-dev     # examples/spdlog_sink: the logging hook's spdlog adapter
 )
 
 die() {

@@ -2,6 +2,7 @@
 #include <casecore/detail/pool.hpp>
 #include <casecore/detail/repository_identifier.hpp>
 #include <casecore/detail/step.hpp>
+#include <casecore/log.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -187,6 +188,7 @@ void database::run_unit(detail::tx_mode mode, const write_options& opts,
       if (e.code() == errc::outcome_unknown) {
         // It may have committed: neither the rollback hooks nor a retry are safe.
         st.outcome_unknown.fetch_add(1, relaxed);
+        if (detail::log_enabled()) detail::emit(log_level::error, "tx.outcome_unknown", e.what(), {{"db", st.backend_ptr->describe()}, {"attempt", std::to_string(attempt)}});
         throw;
       }
       st.run(rollback_hooks);
@@ -204,6 +206,7 @@ void database::run_unit(detail::tx_mode mode, const write_options& opts,
       const bool in_budget = attempt < policy.max_attempts && std::chrono::steady_clock::now() - started < policy.budget;
       if (!e.retryable() || !in_budget) throw;
       count_retry(st, e.code());
+      if (detail::log_enabled()) detail::emit(log_level::warn, "tx.retry", e.what(), {{"db", st.backend_ptr->describe()}, {"cause", std::string(to_string(e.code()))}, {"attempt", std::to_string(attempt)}});
       ++attempt;
       std::this_thread::sleep_for(backoff_delay(policy, attempt));
     } catch (...) {

@@ -59,6 +59,81 @@ std::string report::to_json() const {
   return out;
 }
 
+std::optional<double> deadlocks_last_hour(const std::vector<deadlock_sample>& earlier, const deadlock_sample& now) {
+  const deadlock_sample *hour_old = nullptr, *oldest = nullptr;
+  for (const auto& e : earlier) {
+    // A sample from before a statistics reset (or from a clock that went back) counts nothing.
+    if (e.stats_reset != now.stats_reset || e.at > now.at || e.deadlocks > now.deadlocks) continue;
+    if (now.at - e.at >= 3600 && (!hour_old || e.at > hour_old->at)) hour_old = &e;
+    if (!oldest || e.at < oldest->at) oldest = &e;
+  }
+  if (const auto* base = hour_old ? hour_old : oldest) return now.deadlocks - base->deadlocks;
+  if (now.stats_reset > 0 && now.at - now.stats_reset < 3600) return now.deadlocks;
+  return std::nullopt;
+}
+
+report check_figures(const std::vector<metrics::family>& figures, const database_limits& limits,
+                     std::optional<double> deadlocks_per_hour, std::vector<std::string>* skipped) {
+  auto skip = [&](std::string why) {
+    if (skipped) skipped->push_back(std::move(why));
+  };
+  auto total = [&](std::string_view name, std::string_view label, std::string_view value) -> std::optional<double> {
+    std::optional<double> sum;
+    for (const auto& f : figures) {
+      if (f.name != name) continue;
+      sum = sum.value_or(0);
+      for (const auto& s : f.samples) {
+        if (!s.suffix.empty()) continue;
+        bool match = label.empty();
+        for (const auto& [k, v] : s.label_pairs)
+          if (k == label && v == value) match = true;
+        if (match) *sum += s.value;
+      }
+    }
+    return sum;
+  };
+  auto largest = [&](std::string_view name) -> std::optional<double> {
+    std::optional<double> top;
+    for (const auto& f : figures)
+      if (f.name == name)
+        for (const auto& s : f.samples) top = std::max(top.value_or(s.value), s.value);
+    return top;
+  };
+  report r;
+  auto limit = [&](const std::optional<double>& lim, const char* check, std::optional<double> value, const std::string& what,
+                   const char* missing) {
+    if (!lim) return;
+    if (!value) return skip(std::string(check) + ": " + missing);
+    judge(r, check, *value, *lim, *lim, what);
+  };
+  std::optional<double> pool_use;
+  const auto conns = total("casecore_pg_connections", "", ""), max_conns = total("casecore_pg_max_connections", "", "");
+  if (conns && max_conns && *max_conns > 0) pool_use = *conns / *max_conns;
+  limit(limits.max_pool_use, "pool_use", pool_use, "server connections in use (fraction of max_connections)",
+        "no server connection figures (SQLite has no connection limit)");
+  // A database without the table has nothing queued: 0, not "unknown".
+  const bool jobs = total("casecore_schema_version", "component", "casecore.jobs").has_value();
+  auto or_zero = [&](std::optional<double> v) { return jobs ? std::optional<double>(v.value_or(0)) : v; };
+  limit(limits.max_queue, "queue_length", or_zero(total("casecore_jobs", "state", "queued")), "queued jobs", "no job tables");
+  limit(limits.max_oldest_ready_seconds, "oldest_ready_seconds", or_zero(largest("casecore_jobs_oldest_ready_age_seconds")),
+        "age of the oldest due job in seconds", "no job tables");
+  limit(limits.max_stuck, "stuck_claims", or_zero(total("casecore_jobs_stuck", "", "")), "running jobs with an expired claim",
+        "no job tables");
+  limit(limits.max_failed_recent, "failed_recent", or_zero(total("casecore_jobs_recent_finished", "state", "failed")),
+        "jobs failed in the metrics window", "no job tables");
+  const bool outbox = total("casecore_schema_version", "component", "casecore").has_value();
+  auto outbox_value = [&](std::optional<double> v) { return outbox ? std::optional<double>(v.value_or(0)) : v; };
+  limit(limits.max_outbox, "outbox_backlog", outbox_value(total("casecore_outbox_messages", "", "")), "undelivered outbox messages",
+        "no outbox table");
+  limit(limits.max_outbox_age_seconds, "outbox_age_seconds", outbox_value(largest("casecore_outbox_oldest_age_seconds")),
+        "age of the oldest undelivered outbox message in seconds", "no outbox table");
+  const bool pg = total("casecore_pg_deadlocks_total", "", "").has_value();
+  limit(limits.max_deadlocks_per_hour, "deadlocks_per_hour", deadlocks_per_hour, "deadlocks in the last hour",
+        pg ? "no earlier sample of the deadlock counter yet (keep one with --state FILE; the next run has the figure)"
+           : "SQLite reports no deadlocks (one writer at a time)");
+  return r;
+}
+
 monitor::monitor(thresholds t) : limits_(t) {
   check_pair(t.pool_use_warn, t.pool_use_critical, "pool_use");
   check_pair(t.pool_waiting_warn, t.pool_waiting_critical, "pool_waiting");

@@ -1,5 +1,6 @@
 #include <casecore/error.hpp>
 #include <casecore/detail/pool.hpp>
+#include <casecore/log.hpp>
 
 namespace casecore::detail {
 
@@ -87,6 +88,8 @@ pool::lease pool::acquire() {
     --waiting_;
     if (!woke) {
       ++timeouts_;
+      lock.unlock(); // a sink may use this very pool
+      if (log_enabled()) emit(log_level::warn, "pool.timeout", "no database connection became free in time", {{"db", backend_->describe()}, {"capacity", std::to_string(capacity)}, {"timeout_ms", std::to_string(options_.acquire_timeout.count())}});
       raise(errc::pool_timeout, "no database connection became free within " +
                                     std::to_string(options_.acquire_timeout.count()) + " ms (" +
                                     std::to_string(capacity) + " in use)");

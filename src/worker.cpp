@@ -1,6 +1,7 @@
 #include <casecore/detail/token.hpp>
 #include <casecore/lease.hpp>
 #include <casecore/schedule.hpp>
+#include <casecore/log.hpp>
 #include <casecore/worker.hpp>
 
 #include <boost/thread/thread.hpp>
@@ -284,10 +285,12 @@ struct worker::state {
         const auto result = run_handler(find(j.operation, stage), ctx, slot, error);
         if (result == outcome::lost) {
           bump(&worker_stats::lost);
+          if (detail::log_enabled()) detail::emit(log_level::warn, "job.lease_lost", "the claim on a job was lost", {{"db", db.describe()}, {"job", std::to_string(j.id)}, {"operation", j.operation}, {"stage", stage}});
           break;
         }
         if (result == outcome::failed) {
           bump(&worker_stats::failures);
+          if (detail::log_enabled()) detail::emit(log_level::error, "job.handler_failed", error, {{"db", db.describe()}, {"job", std::to_string(j.id)}, {"operation", j.operation}, {"stage", stage}, {"attempt", std::to_string(j.attempts)}});
           fail(db, ref, i, error, opt.retry);
           break;
         }
@@ -437,7 +440,10 @@ struct worker::state {
       if (steady::now() < next_reclaim) continue;
       next_reclaim = steady::now() + period();
       try {
-        if (const auto n = reclaim_expired(db)) bump(&worker_stats::reclaimed, n);
+        if (const auto n = reclaim_expired(db)) {
+          bump(&worker_stats::reclaimed, n);
+          if (detail::log_enabled()) detail::emit(log_level::warn, "job.reclaim", "expired job claims reclaimed", {{"db", db.describe()}, {"owner", opt.owner}, {"jobs", std::to_string(n)}});
+        }
       } catch (const std::exception&) {
         // Next period.
       }

@@ -25,6 +25,7 @@
 #include <casecore/job_queue_admin.hpp>
 #include <casecore/lease.hpp>
 #include <casecore/links.hpp>
+#include <casecore/log.hpp>
 #include <casecore/metrics.hpp>
 #include <casecore/migration.hpp>
 #include <casecore/open.hpp>

@@ -7,17 +7,23 @@
 // and their values up to one hour ago (the monitor keeps samples of the last hour; a young monitor
 // reports what it saw so far, never an extrapolation).
 //
+// check_figures() judges database-wide figures (metrics::collect_database_wide) against
+// database_limits instead — what `casecore health` does, with deadlocks_last_hour() turning
+// PostgreSQL's cumulative deadlock counter into a count for the last hour (docs/telemetry.md).
+//
 // Concurrency: all members are thread-safe. Failure modes: bad thresholds or an empty name throw
 // invalid_argument; a queue gauge that throws yields a critical finding instead of an exception.
 #pragma once
 
 #include <casecore/database.hpp>
+#include <casecore/metrics.hpp>
 
 #include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -66,6 +72,38 @@ struct report {
   /// The report as one JSON object.
   std::string to_json() const;
 };
+
+/// Limits over the database-wide figures (metrics::collect_database_wide) that `casecore health`
+/// checks; an unset limit is not checked. A value above its limit is a critical finding.
+struct database_limits {
+  std::optional<double> max_pool_use;             ///< PostgreSQL: client connections / usable max_connections
+  std::optional<double> max_queue;                ///< queued jobs, all operations
+  std::optional<double> max_oldest_ready_seconds; ///< age of the oldest due queued job
+  std::optional<double> max_stuck;                ///< running jobs whose claim expired
+  std::optional<double> max_failed_recent;        ///< jobs failed in the metrics window
+  std::optional<double> max_outbox;               ///< undelivered outbox messages
+  std::optional<double> max_outbox_age_seconds;   ///< age of the oldest undelivered message
+  std::optional<double> max_deadlocks_per_hour;   ///< PostgreSQL deadlocks in the last hour (see deadlocks_last_hour)
+};
+
+/// One reading of PostgreSQL's cumulative deadlock counter (pg_stat_database.deadlocks).
+struct deadlock_sample {
+  double at = 0;          ///< unix seconds of the reading
+  double deadlocks = 0;   ///< the counter
+  double stats_reset = 0; ///< pg_stat_database.stats_reset (unix seconds, 0: never reset)
+};
+
+/// Deadlocks in the last hour from a counter: `now` minus the newest earlier sample that is at least
+/// an hour old, else minus the oldest earlier sample (a shorter window: its count, never scaled up).
+/// Samples taken before a statistics reset are ignored; with none left, a reset less than an hour
+/// ago makes the counter itself the answer (it counts since the reset). Otherwise nullopt: the
+/// figure needs a previous sample (`casecore health --state FILE` keeps them between runs).
+std::optional<double> deadlocks_last_hour(const std::vector<deadlock_sample>& earlier, const deadlock_sample& now);
+
+/// Check database-wide figures against `limits`. Checks that do not apply to the backend (pool use
+/// and deadlocks on SQLite) or lack data are listed in `skipped` instead of passing silently.
+report check_figures(const std::vector<metrics::family>& figures, const database_limits& limits,
+                     std::optional<double> deadlocks_per_hour, std::vector<std::string>* skipped = nullptr);
 
 /// Watches databases and queues and reports against thresholds.
 class monitor {

@@ -8,6 +8,11 @@
 // text exposition format (HELP/TYPE lines, escaped labels, histograms with cumulative _bucket series,
 // le="+Inf", _sum and _count); visit() hands each family to a host callback (logging).
 //
+// Database-wide figures (jobs, stages, outbox, leases, PostgreSQL deadlocks and connections, whoever
+// wrote them) come from collect_database_wide(); database_prometheus_text(db) renders the complete
+// text for a database — the one function `casecore metrics` and `casecore serve`'s /metrics call.
+// Each figure's source and scrape cost: docs/telemetry.md.
+//
 // Concurrency: registration and collection are thread-safe; instruments are lock-free atomics, safe
 // to update from any thread while a collection runs. Instruments live as long as their registry.
 // Failure modes: invalid metric or label names, a name reused with another type or help text, or
@@ -18,6 +23,7 @@
 #include <casecore/database.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -179,6 +185,39 @@ std::string to_prometheus(const std::vector<family>& families);
 
 /// Write a database's pool and transaction figures into `sink` with the label db="name".
 void collect_database(sample_sink& sink, const database& db, std::string_view name);
+
+/// What the database-wide collectors look at (docs/telemetry.md lists every figure, its source and cost).
+struct database_wide_options {
+  /// Finished jobs and stages are summarised over this trailing window (read through the indexes
+  /// on finished_at, so a scrape reads only the rows of the window, never the whole history).
+  std::chrono::seconds window{300};
+  /// Per-lease series are reported for at most this many leases (by name); the counts cover all.
+  std::size_t max_leases = 200;
+  /// Upper bounds (seconds) of the job and stage duration histograms.
+  std::vector<double> duration_buckets{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600};
+};
+
+/// What database_prometheus_text() renders.
+struct exposition_options {
+  database_wide_options wide;    ///< the database-wide collectors' settings
+  /// Also report this process's own pool and transaction figures for `db` (collect_database), under
+  /// db="process_label". Off for a one-shot tool such as `casecore metrics`, whose pool says nothing.
+  bool process_figures = false;
+  std::string process_label = "main"; ///< the db label of the process figures
+};
+
+/// casecore_build_info{version, backend} 1.
+void collect_build_info(sample_sink& sink, const database& db);
+
+/// Write the database-wide figures — jobs by operation and state, oldest ready age, stuck claims,
+/// recent job and stage durations, attempts and failures, outbox backlog and age, leases, schema
+/// versions and (PostgreSQL) deadlocks, server connections and table size estimates — into `sink`.
+/// One read-only unit of work; tables not migrated yet are skipped. Throws what db.read throws.
+void collect_database_wide(sample_sink& sink, database db, const database_wide_options& options = {});
+
+/// THE full Prometheus text for a database: build info, the database-wide figures and, if asked,
+/// the process's own figures. `casecore metrics` and `casecore serve`'s /metrics both call this.
+std::string database_prometheus_text(database db, const exposition_options& options = {});
 
 /// True for a valid metric name ([a-zA-Z_:][a-zA-Z0-9_:]*).
 bool valid_metric_name(std::string_view name) noexcept;

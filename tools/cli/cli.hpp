@@ -31,10 +31,6 @@
 #include <utility>
 #include <vector>
 
-namespace casecore::metrics {
-class registry;
-}
-
 namespace casecore::cli {
 
 /// Exit codes operators and scripts can branch on.
@@ -45,6 +41,7 @@ enum exit_status : int {
   exit_unavailable = 3,  ///< database unreachable, busy, timed out
   exit_not_found = 4,    ///< the named object does not exist
   exit_conflict = 5,     ///< a concurrent change won (version, state, lease)
+  exit_unhealthy = 6,    ///< `health`: a threshold was crossed (the output names it)
 };
 
 /// The exit code of an error.
@@ -61,6 +58,8 @@ enum class access {
 struct context {
   std::string db_url = "sqlite:casecore.db"; ///< --db / $CASECORE_DB
   bool json = false;                         ///< --json
+  /// Exit code of a command that ran fine but reports a condition (health: exit_unhealthy).
+  mutable int result = 0;
   /// Open the database for `mode`.
   database open_db(access mode) const;
 };
@@ -124,15 +123,11 @@ std::map<std::string, std::int64_t> table_counts(database& db);
 /// Open the database and check that `component`'s tables exist (an actionable message otherwise).
 database open_migrated(const context& ctx, const std::string& component, access mode);
 
-/// Register what `casecore metrics` and `casecore serve`'s /metrics report on `registry`: `db`'s
-/// figures (db="main"), schema versions and casecore table rows. The collectors hold their own
-/// handle of `db`.
-void register_metrics(metrics::registry& registry, database& db);
-
 /// The command groups, one file each.
 void add_migrate(CLI::App& app, const context& ctx, action& run);
 void add_status(CLI::App& app, const context& ctx, action& run);
 void add_metrics(CLI::App& app, const context& ctx, action& run);
+void add_health(CLI::App& app, const context& ctx, action& run);
 void add_outbox(CLI::App& app, const context& ctx, action& run);
 void add_counter(CLI::App& app, const context& ctx, action& run);
 void add_file(CLI::App& app, const context& ctx, action& run);

@@ -99,7 +99,6 @@ std::string stage_name(const jobs::job& j) {
 class dashboard {
 public:
   dashboard(database db, serve_settings settings) : db_(std::move(db)), settings_(std::move(settings)), secret_(detail::random_hex(32)) {
-    register_metrics(registry_, db_);
     monitor_.add_database(db_, "main");
     monitor_.add_queue("jobs.ready", [db = db_]() mutable { return static_cast<double>(jobs::inspect(db).ready); }, 100, 1000);
     allowed_hosts_ = {settings_.host + ":" + std::to_string(settings_.port), "127.0.0.1:" + std::to_string(settings_.port),
@@ -144,7 +143,10 @@ public:
 
     s.Get("/style.css", [](const httplib::Request&, httplib::Response& res) { res.set_content(stylesheet, "text/css; charset=utf-8"); });
     s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-      res.set_content(registry_.prometheus_text(), "text/plain; version=0.0.4; charset=utf-8");
+      // The database-wide figures (as `casecore metrics`) and this long-running process's own pool.
+      metrics::exposition_options o;
+      o.process_figures = true;
+      res.set_content(metrics::database_prometheus_text(db_, o), "text/plain; version=0.0.4; charset=utf-8");
     });
     s.Get("/", [this](const httplib::Request& req, httplib::Response& res) { send(res, page(req, "Overview", overview(req))); });
     s.Get("/jobs", [this](const httplib::Request& req, httplib::Response& res) { job_list(req, res); });
@@ -590,7 +592,6 @@ private:
   database db_;
   serve_settings settings_;
   std::string secret_; ///< per process: signs sessions and CSRF tokens
-  metrics::registry registry_;
   health::monitor monitor_;
   std::set<std::string> allowed_hosts_;
   bool check_hosts_ = true;

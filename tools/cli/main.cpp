@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
   add_migrate(app, ctx, run);
   add_status(app, ctx, run);
   add_metrics(app, ctx, run);
+  add_health(app, ctx, run);
   add_outbox(app, ctx, run);
   add_counter(app, ctx, run);
   add_file(app, ctx, run);
@@ -78,7 +79,7 @@ int main(int argc, char** argv) {
   try {
     if (run) run();
     std::cout.flush();
-    return std::cout ? exit_ok : exit_failure;
+    return std::cout ? ctx.result : exit_failure;
   } catch (const casecore::error& e) {
     // what() is "<code>: <message>"; the code is printed separately.
     const std::string_view code = casecore::to_string(e.code());

@@ -1,39 +1,35 @@
-// `casecore metrics` (tools/cli/cli.hpp).
+// `casecore metrics` (tools/cli/cli.hpp): the database-wide figures, rendered by the same
+// metrics::database_prometheus_text() that `casecore serve`'s /metrics uses. This process's own pool
+// is left out: a one-shot command's pool says nothing about the deployment.
 #include "cli.hpp"
 
 #include <casecore/metrics.hpp>
-#include <casecore/migration.hpp>
 
-#include <cstdlib>
-#include <filesystem>
 #include <iostream>
-#include <optional>
-#include <unistd.h>
+#include <memory>
 
 namespace casecore::cli {
 
-void register_metrics(metrics::registry& registry, database& db) {
-  registry.add_database(db, "main");
-  registry.add_collector([db](metrics::sample_sink& sink) mutable {
-    for (const auto& [component, version] : schema_versions(db))
-      sink.gauge("casecore_schema_version", "Applied schema version per component", {{"component", component}}, version);
-    for (const auto& [table, rows] : table_counts(db))
-      sink.gauge("casecore_table_rows", "Rows per casecore table", {{"table", table}}, static_cast<double>(rows));
-  });
-}
-
 void add_metrics(CLI::App& app, const context& ctx, action& run) {
-  app.add_subcommand("metrics", "Print metrics in Prometheus text format")->callback([&] {
-    run = [&] {
+  auto* cmd = app.add_subcommand("metrics", "Print the database-wide metrics in Prometheus text format");
+  auto window = std::make_shared<int>(300);
+  cmd->add_option("--window", *window, "Seconds of finished jobs and stages the recent_* figures cover")
+      ->check(CLI::Range(1, 7 * 24 * 3600))
+      ->capture_default_str();
+  cmd->callback([&ctx, &run, window] {
+    run = [&ctx, window] {
       auto db = ctx.open_db(access::read);
-      metrics::registry registry;
-      register_metrics(registry, db);
+      metrics::exposition_options o;
+      o.wide.window = std::chrono::seconds(*window);
       if (!ctx.json) {
-        std::cout << registry.prometheus_text();
+        std::cout << metrics::database_prometheus_text(db, o);
         return;
       }
+      metrics::sample_sink sink;
+      metrics::collect_build_info(sink, db);
+      metrics::collect_database_wide(sink, db, o.wide);
       std::vector<std::string> families;
-      for (const auto& f : registry.collect()) {
+      for (const auto& f : sink.take()) {
         std::vector<std::string> samples;
         for (const auto& s : f.samples) {
           std::vector<std::pair<std::string, std::string>> labels;
