@@ -88,7 +88,7 @@ std::string_view to_string(catch_up c) noexcept;
 /// A schedule as declared: exactly one of `cron` and `every`.
 struct schedule {
   std::string name;                          ///< unique name, 1..100 printable characters
-  std::string cron;                          ///< five-field cron expression or @alias (cron.hpp)
+  std::string cron;                          ///< five-field cron expression or an \@alias such as \@daily (cron.hpp)
   std::string zone = "UTC";                  ///< IANA time zone of `cron`
   std::chrono::milliseconds every{0};        ///< interval schedules: the period (1 s .. 366 days)
   std::chrono::milliseconds offset{0};       ///< interval schedules: phase, 0 <= offset < every
