@@ -128,7 +128,7 @@ struct worker_options {
   std::chrono::milliseconds maintenance{60000};
   /// The maintenance leader vacuums casecore_jobs when the server counts at least this many dead
   /// row versions in it (PostgreSQL, not behind a transaction pooler; 0 = never; see above).
-  std::int64_t vacuum_dead_rows = 100000;
+  std::int64_t vacuum_dead_rows = 200000;
   /// How often this worker enqueues due periodic jobs (schedules::run_due on the database clock, on
   /// the maintenance thread; every worker may, the tick key keeps it exact). 0 = never (the default).
   std::chrono::milliseconds schedules{0};

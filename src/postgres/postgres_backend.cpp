@@ -447,8 +447,10 @@ public:
   std::shared_ptr<detail::backend> read_replicas() const override { return replicas_; }
 
   // VACUUM cannot run inside a transaction, and the pool's connections always run one: it gets a
-  // connection of its own, set like autovacuum's throttle (cost delay 1 ms, as casecore's tables
-  // ask of autovacuum too, cost limit 200) so it yields to the work it cleans up after. The session
+  // connection of its own, throttled (cost delay 1 ms, as casecore's tables ask of autovacuum,
+  // cost limit 2000): at autovacuum's limit of 200 one round over a 400 MB queue table outlasted a
+  // 10^6-job drain and did not help it (last/first slice 0.55 vs 0.57 without it); at 2000 the
+  // drain held 0.77-0.78 (0.50-0.72 without) at 1.3-1.4x the average pace (bench_jobs soak). The session
   // settings need a session of their own: behind a transaction pooler it does nothing (the server's
   // autovacuum settings are the remedy there; docs/leases-and-jobs.md).
   // The connection stays open for the next check (the maintenance leader asks once a second).
@@ -460,7 +462,7 @@ public:
         vacuum_conn_.reset();
         auto conn = connect();
         if (shared_->unnamed.load()) return false; // this connect detected a pooler
-        conn->exec_script("SET search_path = " + shared_->pinned_path + "; SET vacuum_cost_delay = 1; SET vacuum_cost_limit = 200");
+        conn->exec_script("SET search_path = " + shared_->pinned_path + "; SET vacuum_cost_delay = 1; SET vacuum_cost_limit = 2000");
         vacuum_conn_ = std::move(conn);
       }
       const value name{std::string(table)};
