@@ -12,6 +12,7 @@ std::vector<migration> file_migrations();      // file_registry.cpp
 std::vector<migration> lease_migrations();     // lease.cpp
 std::vector<migration> job_migrations();       // job_queue.cpp
 std::vector<migration> kit_migrations();       // single_flight.cpp (cross-process claims)
+std::vector<migration> rate_migrations();      // rate_limiter.cpp
 } // namespace detail
 
 std::vector<migration> casecore_migrations() {
@@ -24,6 +25,7 @@ std::vector<migration> casecore_migrations() {
   add(detail::lease_migrations());
   add(detail::job_migrations());
   add(detail::kit_migrations());
+  add(detail::rate_migrations());
   return all;
 }
 
