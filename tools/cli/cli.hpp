@@ -129,6 +129,7 @@ void add_counter(CLI::App& app, const context& ctx, action& run);
 void add_file(CLI::App& app, const context& ctx, action& run);
 void add_lease(CLI::App& app, const context& ctx, action& run);
 void add_job(CLI::App& app, const context& ctx, action& run);
+void add_rate(CLI::App& app, const context& ctx, action& run);
 void add_trigger(CLI::App& app, const context& ctx, action& run);
 /// `completion bash` and `man`, generated from the whole command table (tools/cli/help.cpp).
 void add_help_commands(CLI::App& app, action& run);

@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
   add_file(app, ctx, run);
   add_lease(app, ctx, run);
   add_job(app, ctx, run);
+  add_rate(app, ctx, run);
   add_trigger(app, ctx, run);
   add_help_commands(app, run);
 
