@@ -47,6 +47,7 @@ bool job_context::lost() const noexcept { return signal_->lost.load(); }
 std::stop_token job_context::stop_token() const noexcept { return signal_->stop.get_token(); }
 
 void job_context::write(const std::function<void(transaction&)>& f) {
+  if (snoozed_) raise(errc::invalid_argument, "job " + std::to_string(job_.id) + " was snoozed: its claim ended");
   if (lost()) throw lease_lost("job " + std::to_string(job_.id) + ": the claim was lost");
   db_.write([&](transaction& tx) {
     f(tx);
@@ -56,6 +57,7 @@ void job_context::write(const std::function<void(transaction&)>& f) {
 
 void job_context::complete(const std::function<void(transaction&)>& f) {
   if (completed_) raise(errc::invalid_argument, "stage already completed");
+  if (snoozed_) raise(errc::invalid_argument, "job " + std::to_string(job_.id) + " was snoozed: its claim ended");
   if (lost()) throw lease_lost("job " + std::to_string(job_.id) + ": the claim was lost");
   cancel_seen_ = db_.write([&](transaction& tx) {
     f(tx);

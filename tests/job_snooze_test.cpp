@@ -143,6 +143,8 @@ TEST_CASE("a handler snoozes through its context: it runs again later, its one a
       } catch (const invalid_argument&) {
         ++second_snooze_refused;
       }
+      CHECK_THROWS_AS(ctx.complete([](transaction&) {}), invalid_argument); // the claim ended
+      CHECK_THROWS_AS(ctx.write([](transaction&) {}), invalid_argument);
       return;
     }
     ctx.complete([](transaction&) {});

@@ -105,12 +105,13 @@ public:
   bool completed() const noexcept { return completed_; }
   /// Hand the job back to run again from this stage no earlier than now + `delay`, without spending
   /// an attempt (jobs::snooze); then return from the handler. lease_lost when the claim was lost;
-  /// invalid_argument after complete() of the last stage or a second snooze.
+  /// invalid_argument after complete() of the last stage or a second snooze (and write() or
+  /// complete() after a snooze: the claim ended).
   void snooze(std::chrono::milliseconds delay);
   /// True after snooze() succeeded.
   bool snoozed() const noexcept { return snoozed_; }
-  /// When this stage started (database clock); for a start-limited job's first stage, the time of
-  /// its start token.
+  /// When this stage started on the database clock (the claim's time plus the local time since; for
+  /// a start-limited job's first stage, exactly its start token's time).
   micros started_at() const noexcept { return started_at_; }
   /// The database.
   database& db() noexcept { return db_; }
