@@ -78,7 +78,20 @@ std::vector<migration> job_migrations() {
        "autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_insert_scale_factor = 0.05, "
        "autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 1);"
        "ALTER TABLE casecore_job_stages SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 1000, "
-       "autovacuum_vacuum_insert_scale_factor = 0.05, autovacuum_analyze_scale_factor = 0.05, autovacuum_vacuum_cost_delay = 1)"},
+       "autovacuum_vacuum_insert_scale_factor = 0.05, autovacuum_vacuum_cost_delay = 1)"},
+      // Version 3 (issue 13): durable pauses. A pause names an operation, a concurrency key, or both
+      // ('' = any); the waiting jobs it covers move to 'paused' (out of the ready index, so claims never
+      // step over a paused backlog) and the claim also refuses any 'queued' job a pause covers (a job
+      // queued by a transaction that did not see the pause). A paused job still holds its key's
+      // waiting slot. Rebuilding casecore_jobs_waiting blocks writes to the jobs table while it runs.
+      {"casecore.jobs", 3, "durable pauses of operations and concurrency keys",
+       "CREATE TABLE casecore_job_pauses(operation TEXT NOT NULL, concurrency_key TEXT NOT NULL,"
+       " paused_at BIGINT NOT NULL, paused_by TEXT NOT NULL DEFAULT '', reason TEXT NOT NULL DEFAULT '',"
+       " PRIMARY KEY(operation, concurrency_key));"
+       "DROP INDEX casecore_jobs_waiting;"
+       "CREATE UNIQUE INDEX casecore_jobs_waiting ON casecore_jobs(operation, subject) WHERE state IN ('queued', 'scheduled', 'paused');"
+       "CREATE INDEX casecore_jobs_paused ON casecore_jobs(operation, concurrency_key) WHERE state = 'paused'",
+       "", ""},
   };
 }
 
@@ -114,6 +127,15 @@ constexpr std::string_view no_running_sibling_pg =
     "NOT EXISTS (SELECT 1 FROM casecore_jobs r WHERE r.operation = q.operation AND r.subject = q.subject "
     "AND r.state = 'running' OFFSET 0)";
 
+// No pause covers q (casecore_job_pauses: '' matches any operation / key). PostgreSQL: OFFSET 0
+// keeps it a per-row probe of the (tiny, usually empty) pause table, for the reason given above.
+constexpr std::string_view not_paused =
+    "NOT EXISTS (SELECT 1 FROM casecore_job_pauses z WHERE (z.operation = q.operation OR z.operation = '') "
+    "AND (z.concurrency_key = q.concurrency_key OR z.concurrency_key = ''))";
+constexpr std::string_view not_paused_pg =
+    "NOT EXISTS (SELECT 1 FROM casecore_job_pauses z WHERE (z.operation = q.operation OR z.operation = '') "
+    "AND (z.concurrency_key = q.concurrency_key OR z.concurrency_key = '') OFFSET 0)";
+
 constexpr std::string_view claim_set =
     "SET state = 'running', lease_owner = $1, lease_expires_at = casecore_now_us() + $2, heartbeat_at = casecore_now_us(), "
     "attempts = j.attempts + 1, started_at = CASE WHEN j.started_at = 0 THEN casecore_now_us() ELSE j.started_at END, ";
@@ -134,8 +156,8 @@ std::string promote(dialect d, std::int64_t limit) {
     return cat({"WITH p AS (SELECT id FROM casecore_jobs WHERE state = 'scheduled' AND run_at <= casecore_stmt_now_us() "
                 "ORDER BY run_at",
                 limit_clause(limit),
-                " FOR NO KEY UPDATE SKIP LOCKED) UPDATE casecore_jobs AS j SET state = 'queued' FROM p WHERE j.id = p.id"});
-  return cat({"UPDATE casecore_jobs SET state = 'queued' WHERE id IN (SELECT id FROM casecore_jobs WHERE state = 'scheduled' "
+                " FOR NO KEY UPDATE SKIP LOCKED) UPDATE casecore_jobs AS j SET state = ", jobs::internal::due_state("j"), " FROM p WHERE j.id = p.id"});
+  return cat({"UPDATE casecore_jobs AS j SET state = ", jobs::internal::due_state("j"), " WHERE id IN (SELECT id FROM casecore_jobs WHERE state = 'scheduled' "
               "AND run_at <= casecore_now_us() ORDER BY run_at",
               limit_clause(limit), ")"});
 }
@@ -143,7 +165,8 @@ std::string promote(dialect d, std::int64_t limit) {
 std::string claim(dialect d, std::int64_t batch) {
   // PostgreSQL: every claimed row draws its token from the sequence, in this statement.
   if (d == dialect::postgresql)
-    return cat({"WITH c AS (SELECT q.id FROM casecore_jobs q WHERE q.state = 'queued' AND ", no_running_sibling_pg,
+    return cat({"WITH c AS (SELECT q.id FROM casecore_jobs q WHERE q.state = 'queued' AND ", no_running_sibling_pg, " AND ",
+                not_paused_pg,
                 " ORDER BY q.priority DESC, q.run_at, q.id", limit_clause(batch),
                 " FOR NO KEY UPDATE SKIP LOCKED) UPDATE casecore_jobs AS j ", claim_set,
                 "lease_epoch = nextval('casecore_job_fence') FROM c WHERE j.id = c.id", returning_j});
@@ -159,8 +182,10 @@ std::string claim(dialect d, std::int64_t batch) {
 
 std::string_view no_running_sibling_text(bool pg) { return pg ? no_running_sibling_pg : no_running_sibling; }
 
+std::string_view not_paused_text(bool pg) { return pg ? not_paused_pg : not_paused; }
+
 std::string claim_candidates_sqlite(std::int64_t batch) {
-  return cat({"SELECT q.id FROM casecore_jobs q WHERE q.state = 'queued' AND ", no_running_sibling,
+  return cat({"SELECT q.id FROM casecore_jobs q WHERE q.state = 'queued' AND ", no_running_sibling, " AND ", not_paused,
               " ORDER BY q.priority DESC, q.run_at, q.id", limit_clause(batch)});
 }
 
@@ -197,7 +222,7 @@ const std::string& reclaim(dialect d) {
   // job of its key already waits (then it is superseded by that job).
   auto text = [](std::string_view lock, std::string_view returning) {
     return cat({"WITH x AS (SELECT q.id AS xid, (SELECT w.id FROM casecore_jobs w WHERE w.operation = q.operation "
-                "AND w.subject = q.subject AND w.state IN ('queued', 'scheduled')) AS newer "
+                "AND w.subject = q.subject AND w.state IN ('queued', 'scheduled', 'paused')) AS newer "
                 "FROM casecore_jobs q WHERE q.state = 'running' AND q.lease_expires_at < casecore_now_us() LIMIT 100",
                 lock,
                 ") UPDATE casecore_jobs AS j SET "
@@ -234,7 +259,7 @@ const std::string& complete_pg() {
 
 const std::string& replace_payload() {
   static const std::string s = "UPDATE casecore_jobs SET payload = $3 WHERE operation = $1 AND subject = $2 "
-                               "AND state IN ('queued', 'scheduled') RETURNING id";
+                               "AND state IN ('queued', 'scheduled', 'paused') RETURNING id";
   return s;
 }
 
@@ -252,6 +277,12 @@ const std::string& check(dialect d) {
 namespace jobs {
 
 namespace internal {
+
+std::string due_state(std::string_view t) {
+  const std::string a(t);
+  return "CASE WHEN EXISTS (SELECT 1 FROM casecore_job_pauses z WHERE (z.operation = " + a + ".operation OR z.operation = '') "
+         "AND (z.concurrency_key = " + a + ".concurrency_key OR z.concurrency_key = '')) THEN 'paused' ELSE 'queued' END";
+}
 
 // Milliseconds → microseconds for the database, refusing values whose product would overflow.
 std::int64_t checked_us(std::chrono::milliseconds ms, std::string_view what) {
@@ -389,7 +420,8 @@ constexpr std::string_view insert_head =
     "stage_count, created_at, state) VALUES";
 
 // Multi-row INSERT texts for 1..bulk_chunk rows, built once so each stays a cached prepared statement.
-// A job with a delay is born 'scheduled' (claims never read it until a claim promotes it when due).
+// A job with a delay is born 'scheduled' (claims never read it until a claim promotes it when due), a job
+// a pause covers is born 'paused'.
 const std::string& bulk_insert_sql(std::size_t rows) {
   static const std::array<std::string, bulk_chunk + 1> texts = [] {
     std::array<std::string, bulk_chunk + 1> t;
@@ -400,7 +432,9 @@ const std::string& bulk_insert_sql(std::size_t rows) {
         auto p = [&](int k) { return "$" + std::to_string(b + k); };
         s += (i ? ", (" : " (") + p(1) + ", " + p(2) + ", " + p(3) + ", " + p(4) + ", " + p(5) +
              ", casecore_now_us() + " + p(6) + ", " + p(7) + ", " + p(8) + ", " + p(9) +
-             ", casecore_now_us(), CASE WHEN " + p(6) + " > 0 THEN 'scheduled' ELSE 'queued' END)";
+             ", casecore_now_us(), CASE WHEN EXISTS (SELECT 1 FROM casecore_job_pauses z WHERE (z.operation = " + p(1) +
+             " OR z.operation = '') AND (z.concurrency_key = " + p(8) + " OR z.concurrency_key = '')) THEN 'paused' WHEN " +
+             p(6) + " > 0 THEN 'scheduled' ELSE 'queued' END)";
       }
       s += " ON CONFLICT DO NOTHING RETURNING id, operation, subject";
       t[n] = std::move(s);
@@ -536,7 +570,7 @@ std::optional<fenced_row> lock_claim(transaction& tx, const claim_ref& ref) {
 // The waiting job of the same key, if any (a running job going back to waiting is superseded by it).
 std::optional<std::int64_t> waiting_sibling(transaction& tx, const fenced_row& row) {
   return tx.query_optional<std::int64_t>(
-      "SELECT id FROM casecore_jobs WHERE operation = $1 AND subject = $2 AND state IN ('queued', 'scheduled')",
+      "SELECT id FROM casecore_jobs WHERE operation = $1 AND subject = $2 AND state IN ('queued', 'scheduled', 'paused')",
       row.operation, row.subject);
 }
 
@@ -593,7 +627,7 @@ std::vector<job> claim_limited(transaction& tx, const claim_options& o) {
   // The window is a number in the text, like the batch of a claim (see job_sql::limit_clause).
   const auto candidates = sql(
       {"SELECT q.id, q.concurrency_key FROM casecore_jobs q WHERE q.state = 'queued' AND ",
-       detail::job_sql::no_running_sibling_text(pg),
+       detail::job_sql::no_running_sibling_text(pg), " AND ", detail::job_sql::not_paused_text(pg),
        " AND (q.concurrency_key = '' OR q.concurrency_key NOT IN (SELECT concurrency_key FROM casecore_jobs "
        "WHERE state = 'running' AND concurrency_key <> '' GROUP BY concurrency_key HAVING count(*) >= $1)) "
        "ORDER BY q.priority DESC, q.run_at, q.id LIMIT ",
@@ -642,7 +676,8 @@ write_options short_write(std::chrono::milliseconds lock_timeout, std::chrono::m
 } // namespace
 
 std::optional<job_state> state_from_string(std::string_view name) noexcept {
-  for (auto st : {job_state::queued, job_state::running, job_state::succeeded, job_state::failed, job_state::cancelled})
+  for (auto st : {job_state::queued, job_state::running, job_state::succeeded, job_state::failed, job_state::cancelled,
+                  job_state::paused})
     if (to_string(st) == name) return st;
   return std::nullopt;
 }
@@ -654,6 +689,7 @@ std::string_view to_string(job_state s) noexcept {
     case job_state::succeeded: return "succeeded";
     case job_state::failed: return "failed";
     case job_state::cancelled: return "cancelled";
+    case job_state::paused: return "paused";
   }
   return "unknown";
 }
@@ -913,11 +949,14 @@ job_state snooze(database& db, const claim_ref& ref, std::chrono::milliseconds d
                 superseded_note("snoozed", *newer), ref.id);
         return job_state::cancelled;
       }
-      // The claim's attempt is given back: a snooze is not a failure.
-      tx.exec("UPDATE casecore_jobs SET state = CASE WHEN CAST($1 AS BIGINT) > 0 THEN 'scheduled' ELSE 'queued' END, "
-              "attempts = attempts - 1, run_at = casecore_now_us() + $1, lease_owner = '', lease_expires_at = 0 "
-              "WHERE id = $2",
-              us, ref.id);
+      // The claim's attempt is given back: a snooze is not a failure. Due at once under a pause, it
+      // waits as paused (a later one is promoted to paused or queued when due).
+      static const std::string snooze_sql =
+          sql({"UPDATE casecore_jobs AS j SET state = CASE WHEN CAST($1 AS BIGINT) > 0 THEN 'scheduled' ELSE ",
+               due_state("j"),
+               " END, attempts = j.attempts - 1, run_at = casecore_now_us() + $1, lease_owner = '', lease_expires_at = 0 "
+               "WHERE j.id = $2"});
+      tx.exec(snooze_sql, us, ref.id);
       return job_state::queued;
     });
   });

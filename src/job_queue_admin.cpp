@@ -1,6 +1,7 @@
 // Operator calls on the job queue: inspect, list, cancel, retry, prune (casecore/job_queue_admin.hpp).
 #include "job_queue_internal.hpp"
 
+#include <casecore/detail/text.hpp>
 #include <casecore/job_queue_admin.hpp>
 
 #include <algorithm>
@@ -13,7 +14,7 @@ using namespace internal;
 bool cancel(database& db, std::int64_t id) {
   return db.write([&](transaction& tx) {
     if (tx.exec("UPDATE casecore_jobs SET state = 'cancelled', cancel_requested = 1, finished_at = casecore_now_us() "
-                "WHERE id = $1 AND state IN ('queued', 'scheduled')",
+                "WHERE id = $1 AND state IN ('queued', 'scheduled', 'paused')",
                 id)
             .affected() > 0)
       return true;
@@ -31,12 +32,13 @@ job retry(database& db, std::int64_t id) {
                                ": only failed or cancelled jobs can be retried");
     // The waiting index would refuse the update anyway; checking first gives the operator the other job's id.
     if (auto other = tx.query_optional<std::int64_t>(
-            "SELECT id FROM casecore_jobs WHERE operation = $1 AND subject = $2 AND state IN ('queued', 'scheduled')",
+            "SELECT id FROM casecore_jobs WHERE operation = $1 AND subject = $2 AND state IN ('queued', 'scheduled', 'paused')",
             r[0].get<std::string>(1), r[0].get<std::string>(2)))
       throw already_exists("job " + std::to_string(*other) + " is already waiting for the same operation and subject");
-    tx.exec("UPDATE casecore_jobs SET state = 'queued', attempts = 0, run_at = casecore_now_us(), finished_at = 0, "
-            "cancel_requested = 0, lease_owner = '', lease_expires_at = 0 WHERE id = $1",
-            id);
+    static const std::string requeue = sql({"UPDATE casecore_jobs AS j SET state = ", due_state("j"),
+                                            ", attempts = 0, run_at = casecore_now_us(), finished_at = 0, "
+                                            "cancel_requested = 0, lease_owner = '', lease_expires_at = 0 WHERE id = $1"});
+    tx.exec(requeue, id);
   });
   return *get(db, id);
 }
@@ -140,7 +142,7 @@ queue_stats inspect(database& db) {
       s.by_state[std::string(to_string(parse_state(st)))] += r.get<std::int64_t>(1);
     }
     for (auto r : tx.exec("SELECT stages, current_stage, count(*) FROM casecore_jobs "
-                          "WHERE state IN ('queued', 'scheduled', 'running') GROUP BY stages, current_stage")) {
+                          "WHERE state IN ('queued', 'scheduled', 'paused', 'running') GROUP BY stages, current_stage")) {
       const auto names = split_stages(r.get<std::string>(0));
       const auto at = r.get<std::size_t>(1);
       s.active_by_stage[at < names.size() ? names[at] : "done"] += r.get<std::int64_t>(2);
@@ -156,6 +158,69 @@ queue_stats inspect(database& db) {
                           "ORDER BY id"))
       s.stuck.push_back(r.get<std::int64_t>(0));
     return s;
+  });
+}
+
+namespace {
+
+void check_target(const pause_target& t) {
+  if (t.operation.empty() && t.concurrency_key.empty())
+    raise(errc::invalid_argument, "a pause names an operation, a concurrency key or both");
+  detail::check_printable(t.operation, "paused operation", 100, true);
+  detail::check_printable(t.concurrency_key, "paused concurrency key", 200, true);
+}
+
+// The waiting rows a target covers, locked in id order (two pauses or resumes never deadlock on
+// each other; claims skip locked rows and never wait for them). $1 = operation, $2 = key.
+std::string covered(transaction& tx, std::string_view state) {
+  return "SELECT id FROM casecore_jobs WHERE state = '" + std::string(state) +
+         "' AND ($1 = '' OR operation = $1) AND ($2 = '' OR concurrency_key = $2) ORDER BY id" +
+         std::string(tx.sql().for_no_key_update);
+}
+
+} // namespace
+
+bool pause(database& db, const pause_target& target, std::string_view reason, std::string_view by) {
+  check_target(target);
+  detail::check_printable(reason, "pause reason", 500, true);
+  detail::check_printable(by, "pause author", 200, true);
+  return db.write([&](transaction& tx) {
+    const bool created = tx.exec("INSERT INTO casecore_job_pauses(operation, concurrency_key, paused_at, paused_by, reason) "
+                                 "VALUES($1, $2, casecore_now_us(), $3, $4) ON CONFLICT DO NOTHING",
+                                 target.operation, target.concurrency_key, by, reason)
+                             .affected() > 0;
+    // Queued jobs leave the ready index: claims then never step over a paused backlog. Scheduled
+    // ones are paused when they come due (the promote step reads the pauses).
+    tx.exec("UPDATE casecore_jobs SET state = 'paused' WHERE id IN (" + covered(tx, "queued") + ")", target.operation,
+            target.concurrency_key);
+    return created;
+  });
+}
+
+bool resume(database& db, const pause_target& target) {
+  check_target(target);
+  return db.write([&](transaction& tx) {
+    const bool lifted = tx.exec("DELETE FROM casecore_job_pauses WHERE operation = $1 AND concurrency_key = $2",
+                                target.operation, target.concurrency_key)
+                            .affected() > 0;
+    // Back to waiting: scheduled while not yet due, paused while another pause covers the job.
+    tx.exec(sql({"UPDATE casecore_jobs AS j SET state = CASE WHEN j.run_at > casecore_now_us() THEN 'scheduled' ELSE ",
+                 due_state("j"), " END WHERE id IN (", covered(tx, "paused"), ")"}),
+            target.operation, target.concurrency_key);
+    return lifted;
+  });
+}
+
+std::vector<pause_record> pauses(database& db) {
+  return db.read([](transaction& tx) {
+    std::vector<pause_record> out;
+    for (auto r : tx.exec("SELECT p.operation, p.concurrency_key, p.paused_at, p.paused_by, p.reason, "
+                          "(SELECT count(*) FROM casecore_jobs j WHERE j.state = 'paused' AND (p.operation = '' OR "
+                          "j.operation = p.operation) AND (p.concurrency_key = '' OR j.concurrency_key = p.concurrency_key)) "
+                          "FROM casecore_job_pauses p ORDER BY p.paused_at, p.operation, p.concurrency_key"))
+      out.push_back({{r.get<std::string>(0), r.get<std::string>(1)}, r.get<micros>(2), r.get<std::string>(3),
+                     r.get<std::string>(4), r.get<std::int64_t>(5)});
+    return out;
   });
 }
 

@@ -27,6 +27,9 @@ std::vector<std::string> split_stages(const std::string& joined);
 job_state parse_state(const std::string& s);
 /// A row of job_columns.
 job to_job(const row_ref& r);
+/// The state (SQL CASE) a waiting row of alias `t` takes when it is due: 'paused' while a pause
+/// covers it (casecore_job_pauses), else 'queued'.
+std::string due_state(std::string_view t);
 /// The parts concatenated.
 std::string sql(std::initializer_list<std::string_view> parts);
 

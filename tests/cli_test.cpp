@@ -439,11 +439,11 @@ TEST_CASE("cli: job list, show, retry, cancel and stats") {
 
   r = cli(s, {"job", "stats"});
   CHECK(r.code == 0);
-  CHECK(has(r.out, "state queued 1\nstate running 0\nstate succeeded 0\nstate failed 1\nstate cancelled 0\n"));
+  CHECK(has(r.out, "state queued 1\nstate paused 0\nstate running 0\nstate succeeded 0\nstate failed 1\nstate cancelled 0\n"));
   CHECK(has(r.out, "stage run 1\n"));
   CHECK(has(r.out, "ready 1\n"));
   r = cli(s, {"job", "stats", "--json"});
-  CHECK(r.out.starts_with("{\"by_state\":{\"queued\":1,\"running\":0,\"succeeded\":0,\"failed\":1,\"cancelled\":0},\"active_by_stage\":{\"run\":1},\"ready\":1,"));
+  CHECK(r.out.starts_with("{\"by_state\":{\"queued\":1,\"paused\":0,\"running\":0,\"succeeded\":0,\"failed\":1,\"cancelled\":0},\"active_by_stage\":{\"run\":1},\"ready\":1,"));
   CHECK(r.out.ends_with(",\"stuck\":[]}\n"));
 
   r = cli(s, {"job", "retry", std::to_string(failed_id)});
@@ -574,13 +574,13 @@ TEST_CASE("cli: job stats --json lists every state, zeros included") {
   auto db = s.open_migrated();
   auto r = cli(s, {"--json", "job", "stats"});
   CHECK(r.code == 0);
-  CHECK(has(r.out, "\"by_state\":{\"queued\":0,\"running\":0,\"succeeded\":0,\"failed\":0,\"cancelled\":0}"));
+  CHECK(has(r.out, "\"by_state\":{\"queued\":0,\"paused\":0,\"running\":0,\"succeeded\":0,\"failed\":0,\"cancelled\":0}"));
   jobs::job_spec spec;
   spec.operation = "op";
   spec.subject = "s1";
   jobs::enqueue(db, spec);
   r = cli(s, {"--json", "job", "stats"});
-  CHECK(has(r.out, "\"by_state\":{\"queued\":1,\"running\":0,\"succeeded\":0,\"failed\":0,\"cancelled\":0}"));
+  CHECK(has(r.out, "\"by_state\":{\"queued\":1,\"paused\":0,\"running\":0,\"succeeded\":0,\"failed\":0,\"cancelled\":0}"));
 }
 
 TEST_CASE("cli: metrics --json numbers are exact JSON numbers (no fixed six decimals, no nan)") {
@@ -679,4 +679,38 @@ TEST_CASE("cli: rate show reports a key's limit, used tokens and next free time;
   r = cli(s, {"rate", "show", "bad\x1b[2Jkey"});
   CHECK(r.code == 2);
   CHECK_FALSE(has(r.err, "\x1b"));
+}
+
+TEST_CASE("cli: job pause, pauses and resume") {
+  scratch_database s;
+  auto db = s.open_migrated();
+  jobs::job_spec spec;
+  spec.operation = "ocr";
+  spec.subject = "f1";
+  const auto id = jobs::enqueue(db, spec).id;
+  auto r = cli(s, {"job", "pause", "--operation", "ocr", "--reason", "vendor down", "--by", "alice"});
+  CHECK(r.code == 0);
+  CHECK(r.out == "paused operation ocr\n");
+  CHECK(jobs::get(db, id)->state == jobs::job_state::paused);
+  r = cli(s, {"job", "pause", "--operation", "ocr"});
+  CHECK(r.out == "already paused: operation ocr\n");
+  r = cli(s, {"job", "pauses", "--json"});
+  CHECK(r.code == 0);
+  CHECK(has(r.out, "[{\"operation\":\"ocr\",\"concurrency_key\":\"\",\"paused_at_us\":"));
+  CHECK(has(r.out, "\"paused_by\":\"alice\",\"reason\":\"vendor down\",\"paused_jobs\":1}]"));
+  r = cli(s, {"job", "pauses"});
+  CHECK(has(r.out, "ocr"));
+  CHECK(has(r.out, "vendor down"));
+  r = cli(s, {"job", "pause"}); // no target: refused, nothing written
+  CHECK(r.code == 2);
+  CHECK(has(r.err, "[invalid_argument]"));
+  r = cli(s, {"job", "pause", "--key", "case\x1b[2J"});
+  CHECK(r.code == 2);
+  CHECK(jobs::pauses(db).size() == 1);
+  r = cli(s, {"job", "resume", "--operation", "ocr"});
+  CHECK(r.out == "resumed operation ocr\n");
+  CHECK(jobs::get(db, id)->state == jobs::job_state::queued);
+  r = cli(s, {"--json", "job", "resume", "--operation", "ocr"});
+  CHECK(r.out == "{\"resumed\":false}\n");
+  CHECK(jobs::pauses(db).empty());
 }

@@ -471,7 +471,8 @@ TEST_CASE("a database created by casecore.jobs version 1 upgrades with its jobs"
   // Back to the version 1 schema (what an existing database has), with jobs in it.
   db.write([](transaction& tx) {
     const bool pg = tx.dialect() == dialect::postgresql;
-    tx.exec_script(std::string("DROP INDEX casecore_jobs_waiting; DROP INDEX casecore_jobs_running_job; DROP INDEX casecore_jobs_scheduled;") +
+    tx.exec_script(std::string("DROP TABLE casecore_job_pauses; DROP INDEX casecore_jobs_paused; "
+                               "DROP INDEX casecore_jobs_waiting; DROP INDEX casecore_jobs_running_job; DROP INDEX casecore_jobs_scheduled;") +
                    (pg ? "DROP SEQUENCE casecore_job_fence;" : "DROP TABLE casecore_job_fence;") +
                    "CREATE UNIQUE INDEX casecore_jobs_active ON casecore_jobs(operation, subject) WHERE state IN ('queued', 'running');"
                    "CREATE INDEX casecore_jobs_running ON casecore_jobs(lease_expires_at) WHERE state = 'running';"

@@ -167,3 +167,20 @@ TEST_CASE("a handler snoozes through its context: it runs again later, its one a
   REQUIRE(st.size() == 2);
   CHECK(st[0].started_at - g->created_at >= 300'000);
 }
+
+TEST_CASE("snooze under a pause: due at once, the job waits paused; resume lets it run, its attempt unspent") {
+  scratch_database s;
+  auto db = s.open_migrated();
+  const auto id = jobs::enqueue(db, spec("feed:5")).id;
+  const auto j = claim_one(db);
+  jobs::pause(db, {.operation = "poll-upstream", .concurrency_key = ""}, "upstream maintenance", "ops");
+  CHECK(jobs::snooze(db, {j.id, j.lease_epoch}, 0ms) == jobs::job_state::queued);
+  auto g = jobs::get(db, id);
+  CHECK(g->state == jobs::job_state::paused);
+  CHECK(g->attempts == 0);
+  CHECK(jobs::claim(db, {.owner = "w2"}).empty());
+  jobs::resume(db, {.operation = "poll-upstream", .concurrency_key = ""});
+  const auto again = claim_one(db);
+  CHECK(again.id == id);
+  CHECK(again.attempts == 1);
+}

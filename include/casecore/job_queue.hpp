@@ -97,8 +97,9 @@ CASECORE_API_BEGIN
 
 namespace casecore::jobs {
 
-/// Lifecycle of a job (a job due later is queued; the database keeps it as 'scheduled').
-enum class job_state { queued, running, succeeded, failed, cancelled };
+/// Lifecycle of a job (a job due later is queued; the database keeps it as 'scheduled'). A waiting
+/// job a pause covers is `paused` (job_queue_admin.hpp: pause / resume) and is never claimed.
+enum class job_state { queued, running, succeeded, failed, cancelled, paused };
 
 /// "queued", "running", ...
 std::string_view to_string(job_state s) noexcept;
@@ -226,8 +227,9 @@ job_state fail(database& db, const claim_ref& ref, int stage, std::string_view e
 bool release(database& db, const claim_ref& ref);
 /// Snooze: hand a claimed job back to run again no earlier than now + `delay` (database clock),
 /// from the stage it is at, WITHOUT spending an attempt (its attempt count goes back down). The
-/// claim ends (the job waits as queued/scheduled, its lease cleared); stages already completed stay
-/// done. Returns queued, or cancelled when a newer job of its key waits (superseded, like release).
+/// claim ends (the job waits as queued/scheduled — paused when due under a pause — its lease
+/// cleared); stages already completed stay done. Returns queued, or cancelled when a newer job of its
+/// key waits (superseded, like release).
 /// Fenced: lease_lost when the claim is stale or expired (nothing changes); invalid_argument for a
 /// negative delay or one over 100 years.
 job_state snooze(database& db, const claim_ref& ref, std::chrono::milliseconds delay);

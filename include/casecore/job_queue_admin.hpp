@@ -1,4 +1,5 @@
-// casecore/job_queue_admin.hpp — what operators do with the job queue: look, cancel, retry, prune.
+// casecore/job_queue_admin.hpp — what operators do with the job queue: look, cancel, retry, prune,
+// pause and resume.
 //
 // Concept: the calls a dashboard, the `casecore job ...` commands or a maintenance task make; the
 // producer / worker protocol (enqueue, claim, heartbeat, complete, fail) is in job_queue.hpp.
@@ -9,8 +10,19 @@
 // read-only transactions. Failure modes: not_found, invalid_transition, already_exists (retry);
 // invalid_argument for bad limits or retention. Thread-safe.
 //
+// Pauses are durable rows every process and host reads: once pause() returned, no claim that starts
+// afterwards, on any worker anywhere, claims a job the pause covers (a claim already running when the
+// pause commits may still take one: it is concurrent with it). Jobs already running go on to the end
+// of their stages. A pause names an operation, a concurrency key (across operations), or both. Its
+// waiting jobs show as `paused`, hold their key's waiting slot (enqueue still replaces the payload),
+// and can be cancelled; jobs enqueued, retried or coming due while it holds are paused too. resume()
+// lifts one pause: its jobs wait again unless another pause still covers them. Holds under every
+// isolation level and behind PgBouncer in transaction mode (no session state), on both backends.
+//
 //   for (const auto& j : jobs::list(db, jobs::job_state::failed, 20)) jobs::retry(db, j.id);
 //   jobs::prune(db, jobs::retention{std::chrono::hours(24 * 7), 100000});
+//   jobs::pause(db, {.operation = "ocr"}, "OCR service down", "ops@alice");   // ... later:
+//   jobs::resume(db, {.operation = "ocr"});
 #pragma once
 
 #include <casecore/job_queue.hpp>
@@ -71,6 +83,31 @@ struct queue_stats {
 };
 /// Counts by state and stage, oldest ready age, stuck jobs.
 queue_stats inspect(database& db);
+
+/// What a pause covers: one operation, one concurrency key (in every operation), or that key in that
+/// operation. An empty field means "any"; both empty is refused.
+struct pause_target {
+  std::string operation;       ///< operation name (1..100 printable characters), or empty for any
+  std::string concurrency_key; ///< concurrency key (up to 200 printable characters), or empty for any
+};
+/// A pause as stored.
+struct pause_record {
+  pause_target target;       ///< what it covers
+  micros paused_at = 0;      ///< when (database clock)
+  std::string paused_by;     ///< who, as given to pause()
+  std::string reason;        ///< why, as given to pause()
+  std::int64_t paused_jobs = 0; ///< waiting jobs held in state paused that it covers
+};
+/// Pause `target` for every worker on every host until resume(); its waiting jobs become paused.
+/// True when the pause is new, false when it already held (its reason and author are kept).
+/// invalid_argument for an empty or malformed target, a reason over 500 or an author over 200 bytes.
+bool pause(database& db, const pause_target& target, std::string_view reason = {}, std::string_view by = {});
+/// Lift the pause of exactly `target`; its jobs wait again unless another pause covers them. True
+/// when a pause was lifted. Jobs left paused with no pause covering them (none should be) are
+/// requeued by any resume() of a target that covers them.
+bool resume(database& db, const pause_target& target);
+/// Every pause in force, oldest first, with the number of jobs each holds.
+std::vector<pause_record> pauses(database& db);
 
 } // namespace casecore::jobs
 

@@ -1,4 +1,4 @@
-// `casecore job list|show|retry|cancel|stats` (tools/cli/cli.hpp).
+// `casecore job list|show|retry|cancel|stats|pause|resume|pauses` (tools/cli/cli.hpp).
 #include "cli.hpp"
 
 #include <casecore/job_queue.hpp>
@@ -14,8 +14,21 @@ namespace casecore::cli {
 
 namespace {
 /// Every job state, in lifecycle order (job stats lists each, zeros included).
-constexpr jobs::job_state every_state[] = {jobs::job_state::queued, jobs::job_state::running, jobs::job_state::succeeded,
-                                           jobs::job_state::failed, jobs::job_state::cancelled};
+constexpr jobs::job_state every_state[] = {jobs::job_state::queued, jobs::job_state::paused, jobs::job_state::running,
+                                           jobs::job_state::succeeded, jobs::job_state::failed, jobs::job_state::cancelled};
+
+std::string pause_json(const jobs::pause_record& p) {
+  return object({{"operation", quote(p.target.operation)}, {"concurrency_key", quote(p.target.concurrency_key)},
+                 {"paused_at_us", num(p.paused_at)}, {"paused_by", quote(p.paused_by)}, {"reason", quote(p.reason)},
+                 {"paused_jobs", num(p.paused_jobs)}});
+}
+
+std::string target_text(const jobs::pause_target& t) {
+  std::string out;
+  if (!t.operation.empty()) out += "operation " + text(t.operation);
+  if (!t.concurrency_key.empty()) out += (out.empty() ? "" : ", ") + std::string("key ") + text(t.concurrency_key);
+  return out;
+}
 } // namespace
 
 // --- jobs ----------------------------------------------------------------------------------------
@@ -86,18 +99,19 @@ void add_job(CLI::App& app, const context& ctx, action& run) {
     std::string state;
     std::size_t limit = 100;
     std::int64_t id = 0;
+    std::string operation, key, reason, by;
   };
   auto args = std::make_shared<args_t>();
 
   auto* list = cmd->add_subcommand("list", "List jobs, newest first");
-  list->add_option("--state", args->state, "queued, running, succeeded, failed or cancelled");
+  list->add_option("--state", args->state, "queued, paused, running, succeeded, failed or cancelled");
   list->add_option("--limit", args->limit, "At most this many (1..10000)")->check(strict_integer<std::size_t>())->capture_default_str();
   list->callback([&ctx, &run, args] {
     run = [&ctx, args] {
       std::optional<jobs::job_state> state;
       if (!args->state.empty()) {
         state = jobs::state_from_string(args->state);
-        if (!state) raise(errc::invalid_argument, "unknown job state '" + args->state + "' (queued, running, succeeded, failed, cancelled)");
+        if (!state) raise(errc::invalid_argument, "unknown job state '" + text(args->state) + "' (queued, paused, running, succeeded, failed, cancelled)");
       }
       auto db = open_migrated(ctx, "casecore.jobs", access::read);
       const auto all = jobs::list(db, state, args->limit);
@@ -157,6 +171,55 @@ void add_job(CLI::App& app, const context& ctx, action& run) {
       else if (ended) std::cout << "cancelled job " << after.id << "\n";
       else std::cout << "cancel requested for running job " << after.id << " (worker " << text(after.lease_owner)
                      << " stops at its next stage boundary or heartbeat)\n";
+    };
+  });
+
+  // Pauses: durable, for every worker on every host (job_queue_admin.hpp).
+  const auto target_options = [args](CLI::App* sub) {
+    sub->add_option("--operation", args->operation, "The operation (every operation when only --key is given)");
+    sub->add_option("--key", args->key, "The concurrency key (in every operation unless --operation is given)");
+  };
+  auto* pause = cmd->add_subcommand("pause", "Stop claims of an operation and/or a concurrency key on every host until resumed");
+  target_options(pause);
+  pause->add_option("--reason", args->reason, "Why (shown by job pauses)");
+  pause->add_option("--by", args->by, "Who (default: $USER)");
+  pause->callback([&ctx, &run, args] {
+    run = [&ctx, args] {
+      const jobs::pause_target t{args->operation, args->key};
+      if (args->by.empty())
+        if (const char* user = std::getenv("USER")) args->by = user;
+      auto db = open_migrated(ctx, "casecore.jobs", access::write);
+      const bool created = jobs::pause(db, t, args->reason, args->by);
+      if (ctx.json) std::cout << object({{"paused", boolean(true)}, {"created", boolean(created)}}) << "\n";
+      else std::cout << (created ? "paused " : "already paused: ") << target_text(t) << "\n";
+    };
+  });
+  auto* resume = cmd->add_subcommand("resume", "Lift the pause of exactly this operation and/or key");
+  target_options(resume);
+  resume->callback([&ctx, &run, args] {
+    run = [&ctx, args] {
+      const jobs::pause_target t{args->operation, args->key};
+      auto db = open_migrated(ctx, "casecore.jobs", access::write);
+      const bool lifted = jobs::resume(db, t);
+      if (ctx.json) std::cout << object({{"resumed", boolean(lifted)}}) << "\n";
+      else std::cout << (lifted ? "resumed " : "was not paused: ") << target_text(t) << "\n";
+    };
+  });
+  auto* paused = cmd->add_subcommand("pauses", "List the pauses in force with the jobs each holds");
+  paused->callback([&ctx, &run] {
+    run = [&ctx] {
+      auto db = open_migrated(ctx, "casecore.jobs", access::read);
+      const auto all = jobs::pauses(db);
+      if (ctx.json) {
+        std::vector<std::string> items;
+        for (const auto& p : all) items.push_back(pause_json(p));
+        std::cout << array(items) << "\n";
+        return;
+      }
+      print_row({"operation", "concurrency_key", "paused_jobs", "paused_at", "paused_by", "reason"});
+      for (const auto& p : all)
+        print_row({p.target.operation.empty() ? "*" : p.target.operation, p.target.concurrency_key.empty() ? "*" : p.target.concurrency_key,
+                   num(p.paused_jobs), iso_time(p.paused_at), p.paused_by, p.reason});
     };
   });
 

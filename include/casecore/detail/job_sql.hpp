@@ -26,6 +26,8 @@ std::string promote(dialect d, std::int64_t limit);
 std::string claim(dialect d, std::int64_t batch);
 /// The claim's "no job of this key runs" condition on q (PostgreSQL's keeps the probe per row).
 std::string_view no_running_sibling_text(bool postgresql);
+/// The claim's "no pause covers q" condition (PostgreSQL's keeps the probe per row).
+std::string_view not_paused_text(bool postgresql);
 /// SQLite's claim candidates (the head of the ready index), at most `batch` (no parameters).
 std::string claim_candidates_sqlite(std::int64_t batch);
 /// Heartbeat: $1 = lease (µs), $2 = job ids, $3 = tokens (PostgreSQL arrays / SQLite JSON arrays).
