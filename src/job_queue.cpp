@@ -952,6 +952,31 @@ bool release(database& db, const claim_ref& ref) {
   });
 }
 
+job_state snooze(database& db, const claim_ref& ref, std::chrono::milliseconds delay) {
+  const auto us = checked_us(delay, "snooze delay");
+  return retry_on_new_sibling([&] {
+    return db.write([&](transaction& tx) {
+      auto row = lock_claim(tx, ref); // fenced: token, running, unexpired
+      if (!row) throw_lost(ref);
+      if (auto newer = waiting_sibling(tx, *row)) {
+        tx.exec("UPDATE casecore_jobs SET state = 'cancelled', finished_at = casecore_now_us(), last_error = $1, "
+                "lease_owner = '', lease_expires_at = 0 WHERE id = $2",
+                superseded_note("snoozed", *newer), ref.id);
+        return job_state::cancelled;
+      }
+      // The claim's attempt is given back: a snooze is not a failure. Due at once under a pause, it
+      // waits as paused (a later one is promoted to paused or queued when due).
+      static const std::string snooze_sql =
+          sql({"UPDATE casecore_jobs AS j SET state = CASE WHEN CAST($1 AS BIGINT) > 0 THEN 'scheduled' ELSE ",
+               due_state("j"),
+               " END, attempts = j.attempts - 1, run_at = casecore_now_us() + $1, lease_owner = '', lease_expires_at = 0 "
+               "WHERE j.id = $2"});
+      tx.exec(snooze_sql, us, ref.id);
+      return job_state::queued;
+    });
+  });
+}
+
 bool acknowledge_cancel(database& db, const claim_ref& ref) {
   return db.write([&](transaction& tx) {
     return tx.exec("UPDATE casecore_jobs SET state = 'cancelled', finished_at = casecore_now_us(), lease_owner = '', "

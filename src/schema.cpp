@@ -14,6 +14,7 @@ std::vector<migration> job_migrations();       // job_queue.cpp
 std::vector<migration> kit_migrations();       // single_flight.cpp (cross-process claims)
 std::vector<migration> schedule_migrations();  // schedule.cpp (periodic jobs)
 std::vector<migration> telemetry_migrations(); // metrics_database.cpp (indexes the metrics read)
+std::vector<migration> rate_migrations();      // rate_limiter.cpp
 } // namespace detail
 
 std::vector<migration> casecore_migrations() {
@@ -28,6 +29,7 @@ std::vector<migration> casecore_migrations() {
   add(detail::kit_migrations());
   add(detail::schedule_migrations());
   add(detail::telemetry_migrations());
+  add(detail::rate_migrations());
   return all;
 }
 

@@ -1,3 +1,4 @@
+#include <casecore/detail/text.hpp>
 #include <casecore/detail/token.hpp>
 #include <casecore/lease.hpp>
 #include <casecore/schedule.hpp>
@@ -9,6 +10,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <algorithm>
 #include <optional>
 #include <vector>
 
@@ -47,6 +49,7 @@ bool job_context::lost() const noexcept { return signal_->lost.load(); }
 std::stop_token job_context::stop_token() const noexcept { return signal_->stop.get_token(); }
 
 void job_context::write(const std::function<void(transaction&)>& f) {
+  if (snoozed_) raise(errc::invalid_argument, "job " + std::to_string(job_.id) + " was snoozed: its claim ended");
   if (lost()) throw lease_lost("job " + std::to_string(job_.id) + ": the claim was lost");
   db_.write([&](transaction& tx) {
     f(tx);
@@ -56,6 +59,7 @@ void job_context::write(const std::function<void(transaction&)>& f) {
 
 void job_context::complete(const std::function<void(transaction&)>& f) {
   if (completed_) raise(errc::invalid_argument, "stage already completed");
+  if (snoozed_) raise(errc::invalid_argument, "job " + std::to_string(job_.id) + " was snoozed: its claim ended");
   if (lost()) throw lease_lost("job " + std::to_string(job_.id) + ": the claim was lost");
   cancel_seen_ = db_.write([&](transaction& tx) {
     f(tx);
@@ -68,6 +72,35 @@ void job_context::complete(const std::function<void(transaction&)>& f) {
   });
   completed_ = true;
 }
+
+void job_context::snooze(std::chrono::milliseconds delay) {
+  if (snoozed_) raise(errc::invalid_argument, "job " + std::to_string(job_.id) + " is already snoozed");
+  if (completed_ && stage_ + 1 == static_cast<int>(job_.stages.size()))
+    raise(errc::invalid_argument, "job " + std::to_string(job_.id) + " completed its last stage: nothing to snooze");
+  if (lost()) throw lease_lost("job " + std::to_string(job_.id) + ": the claim was lost");
+  jobs::snooze(db_, ref(), delay); // fenced: lease_lost when the claim is stale or expired
+  snoozed_ = true;
+}
+
+namespace {
+
+// The rate_limiter key of a start limit: the operation's length first, so no operation / key pair
+// can spell another's ("a:b" + "c" vs "a" + "b:c").
+std::string start_key(const start_limit& l, const job& j) {
+  std::string k = "casecore.jobs.start:" + std::to_string(l.operation.size()) + ":" + l.operation;
+  if (l.per_concurrency_key) k += ":" + j.concurrency_key;
+  return k;
+}
+
+// Whether the job may start now: a token of every start limit of its operation, taken in one
+// transaction that checks the claim last (a lost claim rolls the tokens back).
+struct admission {
+  bool admitted = true;
+  std::chrono::microseconds retry_after{0};
+  micros at = 0; // the tokens' database-clock time
+};
+
+} // namespace
 
 struct worker::state {
   database db;
@@ -213,6 +246,33 @@ struct worker::state {
     return c;
   }
 
+  // --- start limits -----------------------------------------------------------------------------
+
+  admission admit(const job& j, const claim_ref& ref) {
+    std::vector<std::pair<std::string, rate_limiter::limit>> keys;
+    for (const auto& l : opt.start_limits)
+      if (l.operation == j.operation) keys.emplace_back(start_key(l, j), l.limit);
+    if (keys.empty()) return {};
+    std::sort(keys.begin(), keys.end(), [](const auto& a, const auto& b) { return a.first < b.first; }); // one lock order
+    struct denied {
+      std::chrono::microseconds after;
+    };
+    try {
+      return db.write([&](transaction& tx) {
+        admission a;
+        for (const auto& [key, l] : keys) {
+          const auto r = rate_limiter::try_acquire(tx, key, l);
+          if (!r.acquired) throw denied{r.retry_after}; // rolls back the tokens taken so far
+          a.at = std::max(a.at, r.at);
+        }
+        check(tx, ref); // last: the job row is locked only from here to the commit
+        return a;
+      });
+    } catch (const denied& d) {
+      return {false, d.after, 0};
+    }
+  }
+
   // --- running handlers -----------------------------------------------------------------------
 
   enum class outcome { done, lost, failed };
@@ -279,10 +339,26 @@ struct worker::state {
           if (release(db, ref)) bump(&worker_stats::released);
           break;
         }
+        micros started = db_now();
+        if (i == j.current_stage && !opt.start_limits.empty()) {
+          const auto a = admit(j, ref); // lease_lost when the claim is gone: no token spent
+          if (!a.admitted) {
+            // No token free: wait for the oldest one without spending an attempt.
+            snooze(db, ref, std::chrono::ceil<std::chrono::milliseconds>(a.retry_after));
+            bump(&worker_stats::throttled);
+            break;
+          }
+          started = a.at;
+        }
         const auto& stage = j.stages[static_cast<std::size_t>(i)];
-        job_context ctx(db, j, i, db_now(), sig);
+        job_context ctx(db, j, i, started, sig);
         std::string error;
         const auto result = run_handler(find(j.operation, stage), ctx, slot, error);
+        if (ctx.snoozed()) { // the claim ended with the snooze, whatever the handler did after it
+          if (ctx.completed()) bump(&worker_stats::stages);
+          bump(&worker_stats::snoozed);
+          break;
+        }
         if (result == outcome::lost) {
           bump(&worker_stats::lost);
           if (detail::log_enabled()) detail::emit(log_level::warn, "job.lease_lost", "the claim on a job was lost", {{"db", db.describe()}, {"job", std::to_string(j.id)}, {"operation", j.operation}, {"stage", stage}});
@@ -498,6 +574,16 @@ worker::worker(database db, worker_options options) {
   if (options.heartbeat >= options.lease) raise(errc::invalid_argument, "worker heartbeat must be shorter than the lease");
   if (options.poll.count() <= 0) raise(errc::invalid_argument, "worker poll interval must be positive");
   if (options.max_running < 0 || options.max_per_key < 0) raise(errc::invalid_argument, "worker limits must not be negative");
+  for (std::size_t i = 0; i < options.start_limits.size(); ++i) {
+    const auto& l = options.start_limits[i];
+    casecore::detail::check_printable(l.operation, "start limit operation", 100);
+    if (l.limit.count < 1 || l.limit.count > 100000) raise(errc::invalid_argument, "start limit count must be 1..100000");
+    if (l.limit.period.count() <= 0 || l.limit.period > std::chrono::hours(24 * 366))
+      raise(errc::invalid_argument, "start limit period must be 1 ms .. 366 days");
+    for (std::size_t k = 0; k < i; ++k)
+      if (options.start_limits[k].operation == l.operation && options.start_limits[k].per_concurrency_key == l.per_concurrency_key)
+        raise(errc::invalid_argument, "two start limits for operation '" + l.operation + "'");
+  }
   if (options.maintenance.count() < 0) raise(errc::invalid_argument, "worker maintenance period must not be negative");
   if (options.schedules.count() < 0) raise(errc::invalid_argument, "worker schedules period must not be negative");
   if (options.retain.max_age.count() < 0 || options.retain.max_finished < 0)

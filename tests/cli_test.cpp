@@ -7,6 +7,7 @@
 #include <casecore/job_queue_admin.hpp>
 #include <casecore/lease.hpp>
 #include <casecore/migration.hpp>
+#include <casecore/rate_limiter.hpp>
 #include <casecore/outbox.hpp>
 #include <casecore/url.hpp>
 #include <casecore/version.hpp>
@@ -631,7 +632,7 @@ TEST_CASE("cli: the man page names every command") {
   CHECK(has(r.out, ".TH CASECORE 1"));
   for (const char* cmd : {"migrate", "status", "metrics", "outbox pending", "counter next", "counter show", "file register",
                           "file list", "lease list", "lease release", "job list", "job show", "job retry", "job cancel",
-                          "job stats", "health", "trigger new\\-secret", "completion", "man"})
+                          "job stats", "health", "rate show", "trigger new\\-secret", "completion", "man"})
     CHECK_MESSAGE(has(r.out, std::string(".B ") + cmd), cmd);
   CHECK(has(r.out, "\\-\\-force"));
   CHECK(has(r.out, "CASECORE_DB"));
@@ -658,6 +659,30 @@ TEST_CASE("cli: an unknown PostgreSQL database or role is a configuration error,
 }
 
 #endif
+
+TEST_CASE("cli: rate show reports a key's limit, used tokens and next free time; unknown and bad keys are errors") {
+  scratch_database s;
+  auto db = s.open_migrated();
+  const rate_limiter::limit l{2, std::chrono::hours(1)};
+  REQUIRE(rate_limiter::try_acquire(db, "api:acme", l).acquired);
+  auto r = cli(s, {"rate", "show", "api:acme"});
+  CHECK(r.code == 0);
+  CHECK(has(r.out, "limit\t2 per 3600000 ms\n"));
+  CHECK(has(r.out, "used\t1 in the last period (1 free)\n"));
+  CHECK(has(r.out, "next_free\tnow\n"));
+  const auto second = rate_limiter::try_acquire(db, "api:acme", l);
+  REQUIRE(second.acquired);
+  r = cli(s, {"rate", "show", "api:acme", "--json"});
+  CHECK(r.code == 0);
+  CHECK(has(r.out, "\"count\":2,\"period_us\":3600000000,\"used\":2,\"free\":0,"));
+  const auto log = rate_limiter::inspect(db, "api:acme")->log;
+  CHECK(has(r.out, "\"next_free_us\":" + std::to_string(log.front() + 3600000000LL)));
+  r = cli(s, {"rate", "show", "never-used"});
+  CHECK(r.code == 4);
+  r = cli(s, {"rate", "show", "bad\x1b[2Jkey"});
+  CHECK(r.code == 2);
+  CHECK_FALSE(has(r.err, "\x1b"));
+}
 
 TEST_CASE("cli: job pause, pauses and resume") {
   scratch_database s;

@@ -32,6 +32,7 @@
 #include <casecore/ordered_list.hpp>
 #include <casecore/outbox.hpp>
 #include <casecore/pool.hpp>
+#include <casecore/rate_limiter.hpp>
 #include <casecore/ports/blob_store.hpp>
 #include <casecore/ports/fence.hpp>
 #include <casecore/ports/search_index.hpp>

@@ -225,6 +225,14 @@ std::vector<stage_outcome> complete_stages(transaction& tx, std::span<const stag
 job_state fail(database& db, const claim_ref& ref, int stage, std::string_view error, const backoff& delays = {});
 /// Hand a claimed job back without counting the attempt (graceful shutdown); false when lost.
 bool release(database& db, const claim_ref& ref);
+/// Snooze: hand a claimed job back to run again no earlier than now + `delay` (database clock),
+/// from the stage it is at, WITHOUT spending an attempt (its attempt count goes back down). The
+/// claim ends (the job waits as queued/scheduled — paused when due under a pause — its lease
+/// cleared); stages already completed stay done. Returns queued, or cancelled when a newer job of its
+/// key waits (superseded, like release).
+/// Fenced: lease_lost when the claim is stale or expired (nothing changes); invalid_argument for a
+/// negative delay or one over 100 years.
+job_state snooze(database& db, const claim_ref& ref, std::chrono::milliseconds delay);
 /// Finish a running job whose cancellation was requested (fenced); false when lost.
 bool acknowledge_cancel(database& db, const claim_ref& ref);
 

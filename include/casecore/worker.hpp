@@ -41,6 +41,19 @@
 // thread makes one empty claim per `poll` (two index probes that read a handful of buffers whatever
 // the number of future jobs); the default 500 ms gives 2 claims/s per thread and an average
 // enqueue-to-start latency of ~poll/2 without notify (docs/PERFORMANCE.md, "Long runs", has figures).
+// Snooze: a handler that cannot do its work yet (an upstream not ready, a quota spent) calls
+// job_context::snooze(delay) and returns: the claim ends, the job runs again from this stage after
+// `delay`, and the attempt is not spent (jobs::snooze). Stages it completed before stay done.
+// Start limits (worker_options::start_limits): at most N job starts per period P per operation (or
+// per operation and concurrency key), across every worker on every host, enforced with a
+// rate_limiter key in the database ("casecore.jobs.start:<len>:<operation>[:<concurrency key>]").
+// A start is a claim reaching its first handler: before it, the worker takes a token of every limit
+// of the job's operation in one transaction that also checks the claim (a lost claim spends no
+// token) and records the token's database-clock time as the stage's start (job_context::started_at).
+// A job that gets no token is snoozed until the oldest token frees, without spending an attempt; a
+// retried or snoozed job takes a new token when it starts again. Every worker must be configured
+// with the same limits (the limiter follows the last caller's N). The bound counts starts, not
+// running jobs (max_running / max_per_key bound those).
 // Failure modes: a handler's exception fails the attempt (retry with backoff, then failed); a lost
 // claim drops the job silently. Thread-safe.
 #pragma once
@@ -48,6 +61,7 @@
 #include <casecore/job_queue.hpp>
 #include <casecore/job_queue_admin.hpp>
 #include <casecore/ports/task_transport.hpp>
+#include <casecore/rate_limiter.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -55,6 +69,7 @@
 #include <memory>
 #include <stop_token>
 #include <string>
+#include <vector>
 
 #include <casecore/export.hpp>
 
@@ -94,6 +109,16 @@ public:
   void complete(const std::function<void(transaction&)>& f);
   /// True after complete() committed.
   bool completed() const noexcept { return completed_; }
+  /// Hand the job back to run again from this stage no earlier than now + `delay`, without spending
+  /// an attempt (jobs::snooze); then return from the handler. lease_lost when the claim was lost;
+  /// invalid_argument after complete() of the last stage or a second snooze (and write() or
+  /// complete() after a snooze: the claim ended).
+  void snooze(std::chrono::milliseconds delay);
+  /// True after snooze() succeeded.
+  bool snoozed() const noexcept { return snoozed_; }
+  /// When this stage started on the database clock (the claim's time plus the local time since; for
+  /// a start-limited job's first stage, exactly its start token's time).
+  micros started_at() const noexcept { return started_at_; }
   /// The database.
   database& db() noexcept { return db_; }
 
@@ -104,12 +129,22 @@ private:
   micros started_at_;
   std::shared_ptr<casecore::detail::claim_signal> signal_;
   bool completed_ = false;
+  bool snoozed_ = false;
   bool cancel_seen_ = false;
   friend class worker;
 };
 
 /// A stage handler.
 using stage_handler = std::function<void(job_context&)>;
+
+/// At most limit.count starts of `operation`'s jobs per limit.period, across all workers and hosts.
+struct start_limit {
+  std::string operation;            ///< the operation it throttles (1..100 printable characters)
+  rate_limiter::limit limit;        ///< N starts per P
+  /// One budget per concurrency key of the operation (jobs without a key share the budget of the
+  /// empty key) instead of one for the whole operation.
+  bool per_concurrency_key = false;
+};
 
 /// Settings of a worker.
 struct worker_options {
@@ -122,6 +157,8 @@ struct worker_options {
   int max_running = 0;                                ///< global running limit (0 = none; same on every worker)
   int max_per_key = 0;                                ///< per concurrency key limit (0 = none)
   backoff retry;                                      ///< retry delays of failed attempts
+  /// Shared start limits (see the header comment); at most one per (operation, per_concurrency_key).
+  std::vector<start_limit> start_limits;
   /// Finished-job history kept by the maintenance leader (default: 7 days; {0, 0} keeps everything).
   retention retain{std::chrono::hours(24 * 7), 0};
   /// How often the maintenance leader prunes by `retain` (0 = this worker never prunes).
@@ -155,6 +192,8 @@ struct worker_stats {
   std::uint64_t failures = 0;   ///< failed attempts
   std::uint64_t lost = 0;       ///< claims lost to another worker
   std::uint64_t released = 0;   ///< jobs handed back at shutdown
+  std::uint64_t snoozed = 0;    ///< jobs their handler snoozed
+  std::uint64_t throttled = 0;  ///< jobs snoozed because a start limit had no token free
   std::uint64_t cancelled = 0;  ///< jobs ended by cancellation
   std::uint64_t reclaimed = 0;  ///< expired claims (of any worker) requeued by this worker's maintenance thread
   std::uint64_t pruned = 0;     ///< finished jobs deleted while this worker was the maintenance leader

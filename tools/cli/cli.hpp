@@ -133,6 +133,7 @@ void add_counter(CLI::App& app, const context& ctx, action& run);
 void add_file(CLI::App& app, const context& ctx, action& run);
 void add_lease(CLI::App& app, const context& ctx, action& run);
 void add_job(CLI::App& app, const context& ctx, action& run);
+void add_rate(CLI::App& app, const context& ctx, action& run);
 void add_trigger(CLI::App& app, const context& ctx, action& run);
 void add_schedule(CLI::App& app, const context& ctx, action& run);
 void add_serve(CLI::App& app, const context& ctx, action& run);

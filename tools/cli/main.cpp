@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
   add_file(app, ctx, run);
   add_lease(app, ctx, run);
   add_job(app, ctx, run);
+  add_rate(app, ctx, run);
   add_trigger(app, ctx, run);
   add_schedule(app, ctx, run);
   add_serve(app, ctx, run);
