@@ -130,6 +130,11 @@ TEST_CASE("cron: bad text and unknown zones are invalid_argument with a clear me
   CHECK(bad_message("* * * * 8").find("day-of-week value 8") != std::string::npos);
   CHECK(bad_message("*/0 * * * *").find("step must be") != std::string::npos);
   CHECK(bad_message("*/x * * * *").find("is not a number") != std::string::npos);
+  CHECK(bad_message("*/61 * * * *").find("step must be") != std::string::npos);
+  CHECK(bad_message("1-5/ * * * *").find("cron expression") != std::string::npos);
+  CHECK(bad_message("5x * * * *").find("cron expression") != std::string::npos);
+  CHECK(bad_message("@sometimes").find("cron expression") != std::string::npos);
+  CHECK(bad_message("   ").find("cron expression") != std::string::npos);
   CHECK(bad_message("30-10 * * * *").find("runs backwards") != std::string::npos);
   CHECK(bad_message("1,,2 * * * *").find("empty list item") != std::string::npos);
   CHECK(bad_message("* * * FOO *").find("unknown month name 'FOO'") != std::string::npos);
@@ -146,4 +151,13 @@ TEST_CASE("cron: bad text and unknown zones are invalid_argument with a clear me
   CHECK(bad_message("0 0 * * *", "../../etc/passwd").find("unknown time zone") != std::string::npos);
   CHECK_THROWS_AS(casecore::check_time_zone("Europe/Atlantis"), casecore::invalid_argument);
   CHECK_NOTHROW(casecore::check_time_zone("Europe/Berlin"));
+}
+
+TEST_CASE("cron: surrounding blanks are trimmed; between() of an empty range or count is empty") {
+  const cron c("  0 12 * * *  ");
+  CHECK(c.expression() == "0 12 * * *");
+  CHECK(c.next_after(utc(2026, 1, 1)) == utc(2026, 1, 1, 12, 0));
+  CHECK(c.between(utc(2026, 1, 2), utc(2026, 1, 1), 10).empty()); // until before after
+  CHECK(c.between(utc(2026, 1, 1), utc(2026, 1, 5), 0).empty());  // no room
+  CHECK(c.between(utc(2026, 1, 1), utc(2026, 1, 5), 10).size() == 4);
 }

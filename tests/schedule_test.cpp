@@ -242,7 +242,7 @@ TEST_CASE("schedules: bad input is invalid_argument and writes nothing") {
       schedules::upsert(db, sc, t0);
       FAIL("accepted: " << fragment);
     } catch (const casecore::invalid_argument& e) {
-      CHECK_MESSAGE(std::string(e.what()).find(fragment) != std::string::npos, e.what());
+      CHECK_MESSAGE(std::string(e.what()).find(fragment) != std::string::npos, std::string(e.what()));
     }
   };
   auto c = every_minute("x");
@@ -265,9 +265,26 @@ TEST_CASE("schedules: bad input is invalid_argument and writes nothing") {
   expect_bad(i, "schedule name");
   i = every_minute("bad\nname");
   expect_bad(i, "schedule name");
+  i = every_minute("x");
+  i.every = 1500ms;
+  expect_bad(i, "whole seconds");
+  i.every = std::chrono::hours(24 * 400);
+  expect_bad(i, "whole seconds");
+  i.every = 60s;
+  i.offset = -1000ms;
+  expect_bad(i, "offset");
+  i.offset = 500ms;
+  expect_bad(i, "offset");
   i = every_minute("x", schedules::catch_up::bounded);
   i.catch_up_limit = 0;
   expect_bad(i, "catch_up_limit");
+  i.catch_up_limit = 1001;
+  expect_bad(i, "catch_up_limit");
+  i = every_minute("x", schedules::catch_up::skip);
+  i.grace = -1ms;
+  expect_bad(i, "grace");
+  i.grace = std::chrono::hours(24 * 400);
+  expect_bad(i, "grace");
   i = every_minute("x");
   i.job.operation.clear();
   expect_bad(i, "job operation");
