@@ -10,11 +10,13 @@
 #include <casecore/testing/fixture.hpp>
 #include <casecore/testing/process.hpp>
 #include <casecore/testing/race.hpp>
+#include <casecore/testing/steps.hpp>
 #include <doctest/doctest.h>
 
 #include <atomic>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -254,6 +256,43 @@ TEST_CASE("a rolled-back registration leaves an orphan that the sweep removes; r
   // A staged blob that a sweep removed cannot be registered: the row would dangle.
   CHECK_THROWS_AS(db.write([&](transaction& tx) { reg.register_staged(tx, "c", staged, "b"); }), not_found);
   CHECK(file_rows(db) == 1);
+  check_consistent(db, *store);
+}
+
+TEST_CASE("a blob another writer stored and a sweep removed while this registration staged it is staged again") {
+  // Regression (the storm test below under TSan): A finds no blob; another writer stores the same
+  // content (no row points at it yet); A's link then meets that blob; a sweep removes it before A
+  // reads it back to verify. A's register_path used to fail with the store's not_found.
+  scratch_database s;
+  auto db = s.open_migrated();
+  auto store = make_local_blob_store(s.folder() / "blobs", {false});
+  file_registry reg(db, *store);
+  const auto path = write_file(s.folder() / "in", "f", content_of(7));
+  std::optional<registration> got;
+  std::string failed;
+  {
+    casecore::testing::step_gate gate;
+    std::thread a([&] {
+      try {
+        got = reg.register_path("c", path, "f", "alice");
+      } catch (const std::exception& e) {
+        failed = e.what();
+      }
+    });
+    gate.pause_at("files.stage.checked", 1, a.get_id());
+    gate.pause_at("files.stage.committed", 1, a.get_id());
+    REQUIRE(gate.wait_parked("files.stage.checked"));
+    REQUIRE(reg.stage(path).created()); // the other writer: an orphan until a row points at it
+    gate.release("files.stage.checked");
+    REQUIRE(gate.wait_parked("files.stage.committed"));
+    CHECK(reg.sweep_orphans(std::chrono::milliseconds(0)) == 1);
+    gate.release("files.stage.committed");
+    a.join();
+  }
+  CHECK_MESSAGE(failed.empty(), failed);
+  REQUIRE(got);
+  CHECK(got->status == registration_status::registered);
+  CHECK(store->exists(got->sha256));
   check_consistent(db, *store);
 }
 
