@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -63,7 +64,9 @@ int main(int argc, char** argv) {
   // A handler that fails: "job.handler_failed" with the job's operation, stage and attempt.
   casecore::jobs::job_spec spec;
   spec.operation = "thumbnail";
-  spec.subject = "file:" + std::to_string(std::rand());
+  // A new subject per run: enqueue is idempotent per (operation, subject), so a fixed one would find
+  // the first run's job (waiting out its retry back-off) and provoke nothing on a second run.
+  spec.subject = "file:" + std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
   casecore::jobs::enqueue(db, spec);
   casecore::jobs::worker_options options;
   options.owner = "demo";
