@@ -10,10 +10,10 @@
 #include <casecore/migration.hpp>
 #include <casecore/outbox.hpp>
 #include <casecore/testing/fixture.hpp>
+#include <casecore/testing/process.hpp>
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,7 +24,6 @@
 #include <sstream>
 #include <thread>
 
-extern char** environ;
 
 using namespace casecore;
 using namespace casecore::jobs;
@@ -38,32 +37,10 @@ struct run_result {
   std::string out, err;
 };
 
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 run_result run_health(const scratch_database& s, std::vector<std::string> args) {
-  std::vector<std::string> argv_s{CASECORE_CLI_PATH, "--db", s.url(), "health"};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  const auto out = s.folder() / "health.out", err = s.folder() / "health.err";
-  std::vector<char*> argv;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  REQUIRE(rc == 0);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), slurp(out), slurp(err)};
+  args.insert(args.begin(), {"--db", s.url(), "health"});
+  auto r = casecore::testing::run_program(CASECORE_CLI_PATH, args);
+  return {r.exit_code, std::move(r.out), std::move(r.err)};
 }
 
 bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }

@@ -18,6 +18,7 @@
 #include <casecore/outbox.hpp>
 #include <casecore/staging.hpp>
 #include <casecore/testing/fixture.hpp>
+#include <casecore/testing/process.hpp>
 #include <casecore/testing/steps.hpp>
 #include <casecore/trigger.hpp>
 #include <casecore/url.hpp>
@@ -33,14 +34,12 @@
 #include <limits>
 #include <optional>
 #include <set>
-#include <spawn.h>
 #include <sstream>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
 
-extern char** environ;
 
 using namespace casecore;
 using casecore::testing::scratch_database;
@@ -239,57 +238,14 @@ struct cli_out {
   bool timed_out = false;
 };
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 #ifdef CASECORE_CLI_PATH
-cli_out run_cli(const fs::path& scratch, const std::vector<std::string>& args, const std::vector<std::string>& extra_env = {}) {
-  static std::atomic<int> counter{0};
-  const auto tag = std::to_string(::getpid()) + "-" + std::to_string(counter++);
-  const auto out = scratch / ("hostile-" + tag + ".out"), err = scratch / ("hostile-" + tag + ".err");
-  std::vector<std::string> argv_s{CASECORE_CLI_PATH};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> env_s;
-  for (char** e = environ; *e; ++e)
-    if (!std::string_view(*e).starts_with("CASECORE_DB=") && !std::string_view(*e).starts_with("CASECORE_BLOBS=")) env_s.emplace_back(*e);
-  env_s.insert(env_s.end(), extra_env.begin(), extra_env.end());
-  std::vector<char*> envp;
-  for (auto& e : env_s) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&fa);
-  REQUIRE(rc == 0);
-  cli_out r;
-  int status = 0;
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (::waitpid(pid, &status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      r.timed_out = true;
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
-      break;
-    }
-    std::this_thread::sleep_for(2ms);
-  }
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = slurp(out);
-  r.err = slurp(err);
-  fs::remove(out);
-  fs::remove(err);
-  return r;
+cli_out run_cli(const fs::path&, const std::vector<std::string>& args, const std::vector<std::string>& extra_env = {}) {
+  casecore::testing::program_options o;
+  o.unset_env = {"CASECORE_DB", "CASECORE_BLOBS"};
+  o.extra_env = extra_env;
+  o.timeout = std::chrono::seconds(20);
+  auto r = casecore::testing::run_program(CASECORE_CLI_PATH, args, o);
+  return {r.exit_code, std::move(r.out), std::move(r.err), r.timed_out};
 }
 
 bool raw_control(const std::string& text) {

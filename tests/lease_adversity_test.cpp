@@ -71,46 +71,8 @@ std::map<std::string, std::string> parse_kv(const std::string& text) {
 // Run this test binary's child `name` under /usr/bin/faketime with `offset` ("+30s"); returns its stdout.
 casecore::testing::child_result run_under_faketime(const std::string& offset, const std::string& name,
                                                    const std::vector<std::string>& args) {
-  char self[4096];
-  const auto n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  REQUIRE(n > 0);
-  self[n] = '\0';
-  char path[] = "/tmp/casecore-faketime-XXXXXX";
-  const int out = ::mkstemp(path);
-  REQUIRE(out >= 0);
-  ::unlink(path);
-  std::vector<std::string> argv_s{"/usr/bin/faketime", "-f", offset, self, "--casecore-child=" + name};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  // libfaketime is preloaded ahead of the sanitizer runtime in sanitizer builds: tell ASan it is
-  // fine (as trigger_test does); built before fork, the child only calls async-signal-safe functions.
-  std::vector<std::string> env_s;
-  for (char** e = environ; *e; ++e)
-    if (!std::string_view(*e).starts_with("ASAN_OPTIONS=")) env_s.emplace_back(*e);
-  env_s.push_back("ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0");
-  std::vector<char*> envp;
-  for (auto& e : env_s) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::dup2(out, STDOUT_FILENO);
-    ::execve(argv_s[0].c_str(), argv.data(), envp.data());
-    ::_exit(127);
-  }
-  int st = 0;
-  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-  }
-  casecore::testing::child_result r;
-  r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  ::lseek(out, 0, SEEK_SET);
-  char buf[4096];
-  for (ssize_t k; (k = ::read(out, buf, sizeof buf)) > 0;) r.output.append(buf, static_cast<std::size_t>(k));
-  ::close(out);
-  return r;
+  auto r = casecore::testing::run_skewed_child(offset, name, args);
+  return {r.exit_code, std::move(r.out)};
 }
 
 // True once process `pid` is stopped (state T in /proc/<pid>/stat); false after `timeout`.

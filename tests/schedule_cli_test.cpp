@@ -4,6 +4,7 @@
 
 #include <casecore/schedule.hpp>
 #include <casecore/testing/fixture.hpp>
+#include <casecore/testing/process.hpp>
 #include <doctest/doctest.h>
 
 #include <sys/wait.h>
@@ -18,22 +19,10 @@ using casecore::testing::scratch_database;
 
 namespace {
 
-// Runs the CLI with `args` (each single-quoted for /bin/sh); stdout only, and the exit status.
+// Runs the CLI with `args`; its stdout and exit status.
 std::pair<int, std::string> run_cli(const std::vector<std::string>& args) {
-  std::string cmd = "'" + std::string(CASECORE_CLI_PATH) + "'";
-  for (const auto& a : args) {
-    std::string q;
-    for (char c : a) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    cmd += " '" + q + "'";
-  }
-  cmd += " 2>/dev/null";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  char buf[4096];
-  while (const auto n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  const int status = ::pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  auto r = casecore::testing::run_program(CASECORE_CLI_PATH, args);
+  return {r.exit_code, std::move(r.out)};
 }
 
 micros utc(int y, int mo, int d, int h, int mi) {

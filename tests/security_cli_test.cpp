@@ -11,12 +11,12 @@
 #include <casecore/lease.hpp>
 #include <casecore/migration.hpp>
 #include <casecore/testing/fixture.hpp>
+#include <casecore/testing/process.hpp>
 #include <casecore/trigger.hpp>
 #include <casecore/url.hpp>
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
-#include <spawn.h>
 #include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,7 +25,6 @@
 #include <fstream>
 #include <sstream>
 
-extern char** environ;
 
 using namespace casecore;
 using casecore::testing::scratch_database;
@@ -39,47 +38,13 @@ struct run_result {
   std::string out, err;
 };
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-/// Run `program args...` in `cwd` with stdout/stderr captured (through /bin/sh for the cd).
-run_result run_in(const fs::path& cwd, const std::vector<std::string>& args, const fs::path& scratch) {
-  static std::atomic<int> counter{0};
-  const auto tag = std::to_string(::getpid()) + "-" + std::to_string(counter++);
-  const auto out = scratch / ("sec-" + tag + ".out"), err = scratch / ("sec-" + tag + ".err");
-  std::vector<std::string> argv_s{"/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", cwd.string(), CASECORE_CLI_PATH};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> env_s;
-  for (char** e = environ; *e; ++e)
-    if (!std::string_view(*e).starts_with("CASECORE_BLOBS=") && !std::string_view(*e).starts_with("CASECORE_DB=")) env_s.emplace_back(*e);
-  std::vector<char*> envp;
-  for (auto& e : env_s) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, "/bin/sh", &fa, nullptr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&fa);
-  REQUIRE(rc == 0);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  run_result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = slurp(out);
-  r.err = slurp(err);
-  fs::remove(out);
-  fs::remove(err);
-  return r;
+/// Run the CLI with `args` in `cwd`, stdout/stderr captured, CASECORE_DB / CASECORE_BLOBS unset.
+run_result run_in(const fs::path& cwd, const std::vector<std::string>& args, const fs::path&) {
+  casecore::testing::program_options o;
+  o.cwd = cwd.string();
+  o.unset_env = {"CASECORE_BLOBS", "CASECORE_DB"};
+  auto r = casecore::testing::run_program(CASECORE_CLI_PATH, args, o);
+  return {r.exit_code, std::move(r.out), std::move(r.err)};
 }
 
 run_result cli(const scratch_database& s, std::vector<std::string> args) {

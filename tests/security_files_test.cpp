@@ -22,7 +22,6 @@
 #include <fstream>
 #include <future>
 #include <pwd.h>
-#include <spawn.h>
 #include <sstream>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -32,7 +31,6 @@
 #include <type_traits>
 #include <unistd.h>
 
-extern char** environ;
 
 using namespace casecore;
 using casecore::testing::scratch_database;
@@ -471,35 +469,14 @@ namespace {
 
 // Runs blob_commit_child with the fsync-logging shim preloaded; returns the fsynced paths.
 std::vector<std::string> fsyncs_of_commit(const fs::path& store, const std::string& key, const std::string& content) {
-  char exe[4096];
-  const auto n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
-  REQUIRE(n > 0);
-  exe[n] = '\0';
   const auto log = store.parent_path() / ("fsync-" + detail::random_token().substr(0, 8) + ".log");
-  std::vector<std::string> env_s;
-  for (char** e = environ; *e; ++e)
-    if (!std::string_view(*e).starts_with("ASAN_OPTIONS=")) env_s.emplace_back(*e);
-  env_s.push_back(std::string("LD_PRELOAD=") + CASECORE_FSYNC_SHIM_PATH);
-  env_s.push_back("CASECORE_FSYNC_LOG=" + log.string());
-  env_s.push_back("ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0"); // the shim is preloaded before ASan
-  std::vector<char*> envp;
-  for (auto& e : env_s) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> argv_s{exe, "--casecore-child=blob_commit_child", store.string(), key, content};
-  std::vector<char*> argv;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  const int rc = posix_spawn(&pid, exe, &fa, nullptr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&fa);
-  REQUIRE(rc == 0);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  REQUIRE(WIFEXITED(status));
-  REQUIRE(WEXITSTATUS(status) == 0);
+  casecore::testing::program_options o;
+  o.extra_env = casecore::testing::preload_friendly_env(); // the shim is preloaded before ASan
+  o.extra_env.push_back(std::string("LD_PRELOAD=") + CASECORE_FSYNC_SHIM_PATH);
+  o.extra_env.push_back("CASECORE_FSYNC_LOG=" + log.string());
+  const auto r = casecore::testing::run_program(casecore::testing::self_path(),
+                                                {casecore::testing::child_flag("blob_commit_child"), store.string(), key, content}, o);
+  REQUIRE(r.exit_code == 0);
   std::vector<std::string> out;
   std::ifstream in(log);
   for (std::string line; std::getline(in, line);) out.push_back(line);

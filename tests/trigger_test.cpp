@@ -14,12 +14,10 @@
 #include <fcntl.h>
 #include <fstream>
 #include <iostream>
-#include <spawn.h>
 #include <sstream>
 #include <sys/wait.h>
 #include <unistd.h>
 
-extern char** environ;
 
 using namespace casecore;
 using namespace casecore::trigger;
@@ -45,44 +43,8 @@ struct skewed_child {
 };
 
 skewed_child run_skewed(const std::string& offset, const std::string& name, const std::vector<std::string>& args) {
-  char exe[4096];
-  const auto n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
-  REQUIRE(n > 0);
-  exe[n] = '\0';
-  char out_path[] = "/tmp/casecore-skew-XXXXXX";
-  const int out_fd = ::mkstemp(out_path);
-  REQUIRE(out_fd >= 0);
-  std::vector<std::string> argv_s{"/usr/bin/faketime", "-f", offset, exe, "--casecore-child=" + name};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
-  // libfaketime is preloaded ahead of the sanitizer runtime in sanitizer builds: tell ASan it is fine.
-  std::vector<std::string> env_s;
-  for (char** e = environ; *e; ++e)
-    if (!std::string_view(*e).starts_with("ASAN_OPTIONS=")) env_s.emplace_back(*e);
-  env_s.push_back("ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0");
-  std::vector<char*> envp;
-  for (auto& e : env_s) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&fa);
-  REQUIRE(rc == 0);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  skewed_child r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  std::ifstream in(out_path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  r.out = ss.str();
-  ::close(out_fd);
-  ::unlink(out_path);
-  return r;
+  auto r = casecore::testing::run_skewed_child(offset, name, args);
+  return {r.exit_code, std::move(r.out)};
 }
 
 } // namespace

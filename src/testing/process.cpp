@@ -2,7 +2,11 @@
 #include <casecore/testing/fixture.hpp>
 #include <casecore/testing/process.hpp>
 
+#include <spawn.h>
+
 #include <csignal>
+#include <string_view>
+#include <thread>
 #include <cstdio>
 #include <fcntl.h>
 #include <sched.h>
@@ -10,6 +14,11 @@
 #include <sstream>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+extern char** environ;
 
 namespace casecore::testing {
 
@@ -119,6 +128,107 @@ std::vector<child_result> run_children(const std::string& name, int count, const
   std::vector<child_result> out;
   for (auto& k : kids) out.push_back(k.wait());
   return out;
+}
+
+namespace {
+// An unlinked temporary file for a stream's output.
+int temp_output() {
+  char path[] = "/tmp/casecore-program-XXXXXX";
+  const int fd = ::mkstemp(path);
+  if (fd < 0) raise(errc::internal, "mkstemp failed");
+  ::unlink(path);
+  return fd;
+}
+
+std::string read_all(int fd) {
+  std::string out;
+  ::lseek(fd, 0, SEEK_SET);
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
+  return out;
+}
+
+std::string_view env_name(std::string_view entry) { return entry.substr(0, entry.find('=')); }
+} // namespace
+
+program_result run_program(const std::string& program, const std::vector<std::string>& args, const program_options& options) {
+  std::vector<std::string> argv_s{program};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_s;
+  for (char** e = environ; *e; ++e) {
+    const auto name = env_name(*e);
+    bool keep = true;
+    for (const auto& u : options.unset_env) keep = keep && name != u;
+    for (const auto& x : options.extra_env) keep = keep && name != env_name(x);
+    if (keep) env_s.emplace_back(*e);
+  }
+  env_s.insert(env_s.end(), options.extra_env.begin(), options.extra_env.end());
+  std::vector<char*> envp;
+  for (auto& e : env_s) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  const int out_fd = temp_output(), err_fd = temp_output();
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, out_fd, STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&fa, err_fd, STDERR_FILENO);
+  if (!options.cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, options.cwd.c_str());
+  std::fflush(nullptr);
+  pid_t pid = -1;
+  const int rc = ::posix_spawn(&pid, program.c_str(), &fa, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) {
+    ::close(out_fd);
+    ::close(err_fd);
+    raise(errc::internal, "cannot start " + program + ": " + std::strerror(rc));
+  }
+  program_result r;
+  int status = 0;
+  if (options.timeout.count() > 0) {
+    const auto deadline = std::chrono::steady_clock::now() + options.timeout;
+    while (::waitpid(pid, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        r.timed_out = true;
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  } else {
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+  }
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_all(out_fd);
+  r.err = read_all(err_fd);
+  ::close(out_fd);
+  ::close(err_fd);
+  return r;
+}
+
+std::string self_path() {
+  char exe[4096];
+  const auto n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) raise(errc::internal, "cannot read /proc/self/exe");
+  return std::string(exe, static_cast<std::size_t>(n));
+}
+
+std::string child_flag(const std::string& name) { return std::string(flag) + name; }
+
+std::vector<std::string> preload_friendly_env() { return {"ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0"}; }
+
+program_result run_skewed_child(const std::string& offset, const std::string& name, const std::vector<std::string>& args) {
+  std::vector<std::string> a{"-f", offset, self_path(), child_flag(name)};
+  a.insert(a.end(), args.begin(), args.end());
+  program_options o;
+  o.extra_env = preload_friendly_env();
+  return run_program("/usr/bin/faketime", a, o);
 }
 
 } // namespace casecore::testing

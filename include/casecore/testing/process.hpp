@@ -6,6 +6,7 @@
 // process was started as a child. Children print what they produced on stdout; the parent collects it.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <string>
@@ -67,6 +68,34 @@ private:
 
 /// Start `count` children of `name`, each given `args` plus its index as the last argument; wait for all.
 std::vector<child_result> run_children(const std::string& name, int count, const std::vector<std::string>& args);
+
+/// How run_program starts a program.
+struct program_options {
+  std::string cwd;                      ///< its working directory (empty: inherited)
+  std::vector<std::string> unset_env;   ///< variables removed from the inherited environment (names)
+  std::vector<std::string> extra_env;   ///< "NAME=value" added (replacing an inherited NAME)
+  std::chrono::milliseconds timeout{0}; ///< killed (SIGKILL) after this long; 0: waits for it
+};
+/// A finished program.
+struct program_result {
+  int exit_code = -1;     ///< exit status, or 128+signal when killed
+  std::string out, err;   ///< everything it wrote to stdout and stderr
+  bool timed_out = false; ///< killed because program_options::timeout passed
+};
+/// Run `program` (a path) with `args`, stdin from /dev/null, stdout and stderr captured in unlinked
+/// temporary files (a chatty program never blocks on a full pipe), and wait for it. Used by the
+/// tests that run the `casecore` CLI or this binary under faketime / an LD_PRELOAD shim.
+program_result run_program(const std::string& program, const std::vector<std::string>& args, const program_options& options = {});
+/// This binary's path (/proc/self/exe resolved), for run_program(self_path(), {child_flag(name), ...}).
+std::string self_path();
+/// The first argument that makes this binary run child entry `name` (see CASECORE_CHILD).
+std::string child_flag(const std::string& name);
+/// The environment additions a child needs when a library is preloaded ahead of the sanitizer
+/// runtime (libfaketime, an LD_PRELOAD shim): ASan must not insist on being first.
+std::vector<std::string> preload_friendly_env();
+/// Run this binary's child entry `name` with `args` under /usr/bin/faketime, its clock shifted by
+/// `offset` ("+30s", "-20s"): another host whose clock is off. Waits for it.
+program_result run_skewed_child(const std::string& offset, const std::string& name, const std::vector<std::string>& args);
 
 } // namespace casecore::testing
 
