@@ -1,3 +1,4 @@
+#include "fd_guard.hpp"
 #include "narrow.hpp"
 #include <casecore/file_registry.hpp>
 #include <casecore/hash.hpp>
@@ -81,19 +82,7 @@ std::uint64_t next_registry_id() {
   return next.fetch_add(1, std::memory_order_relaxed);
 }
 
-class fd_guard {
-public:
-  explicit fd_guard(int fd) : fd_(fd) {}
-  ~fd_guard() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  fd_guard(const fd_guard&) = delete;
-  fd_guard& operator=(const fd_guard&) = delete;
-  int get() const noexcept { return fd_; }
-
-private:
-  int fd_;
-};
+using detail::fd_guard;
 
 // Only for a descriptor stage() opened: open(2) refuses a socket (ENXIO) and, with O_NOFOLLOW or by
 // following it, never yields a symbolic link, so those kinds cannot reach here.

@@ -12,6 +12,7 @@
 // Privacy: files are created with the configured file_mode and folders with dir_mode, both applied
 // with fchmod/chmod so the umask neither widens nor narrows them. The store refuses folders another
 // user owns or that group / others may write: whoever can write there can plant content.
+#include "../fd_guard.hpp"
 #include "file_fence.hpp"
 
 #include <casecore/detail/token.hpp>
@@ -57,21 +58,7 @@ void write_all(int fd, const std::byte* data, std::size_t n, const fs::path& p) 
   }
 }
 
-class fd_guard {
-public:
-  explicit fd_guard(int fd) : fd_(fd) {}
-  ~fd_guard() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  fd_guard(const fd_guard&) = delete;
-  fd_guard& operator=(const fd_guard&) = delete;
-  int get() const noexcept { return fd_; }
-  /// Give up ownership (the descriptor is not closed here any more).
-  int release() noexcept { return std::exchange(fd_, -1); }
-
-private:
-  int fd_;
-};
+using detail::fd_guard;
 
 class local_blob_store final : public blob_store {
 public:
