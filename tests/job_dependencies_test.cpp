@@ -13,6 +13,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <random>
@@ -476,3 +477,34 @@ TEST_CASE("deps: on PostgreSQL an enqueue with dependencies in a REPEATABLE READ
   CHECK(scalar(db, "SELECT count(*) FROM casecore_jobs WHERE operation = 'join'") == 0);
   CHECK_NOTHROW(db.write([&](transaction& tx) { jobs::enqueue(tx, spec_of("plain", "rr")); }, rr)); // no dependencies: fine
 }
+
+#ifdef CASECORE_CLI_PATH
+TEST_CASE("deps: the command line shows a blocked job's state and reason, and lists waiting and blocked jobs") {
+  scratch_database s;
+  auto db = s.open_migrated();
+  const auto a = put(db, "build", "a", {}, 1);
+  const auto b = put(db, "mid", "b", {a});
+  const auto c = put(db, "leaf", "c", {b});
+  auto claimed = claim_all(db);
+  jobs::fail(db, {a, claimed.at(a).lease_epoch}, 0, "boom");
+  const auto d = put(db, "other", "d", {put(db, "build", "z")});
+  auto run = [&](const std::string& args) {
+    const std::string cmd = std::string("'") + CASECORE_CLI_PATH + "' --db '" + s.url() + "' " + args + " 2>&1";
+    std::string out;
+    if (FILE* f = ::popen(cmd.c_str(), "r")) {
+      char buf[4096];
+      for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) out.append(buf, n);
+      ::pclose(f);
+    }
+    return out;
+  };
+  const auto shown = run("job show " + std::to_string(c));
+  CHECK(shown.find("state     blocked") != std::string::npos);
+  CHECK(shown.find("blocked: dependency job " + std::to_string(a) + " is failed") != std::string::npos);
+  const auto blocked = run("job list --state blocked --json");
+  CHECK(blocked.find("\"id\":" + std::to_string(b)) != std::string::npos);
+  CHECK(blocked.find("\"id\":" + std::to_string(c)) != std::string::npos);
+  CHECK(run("job list --state waiting").find("waiting") != std::string::npos);
+  CHECK(run("job list --state waiting").find(std::to_string(d)) != std::string::npos);
+}
+#endif
