@@ -508,3 +508,47 @@ TEST_CASE("deps: the command line shows a blocked job's state and reason, and li
   CHECK(run("job list --state waiting").find(std::to_string(d)) != std::string::npos);
 }
 #endif
+
+TEST_CASE("deps: a dependent enqueued while its dependency is being blocked ends blocked, in either order") {
+  scratch_database s;
+  auto db = s.open_migrated();
+  SUBCASE("the enqueue holds the waiting job first; the blocking waits for it and then blocks the newcomer too") {
+    const auto a = put(db, "build", "a", {}, 1);
+    const auto j = put(db, "mid", "j", {a});
+    auto claimed = claim_all(db);
+    casecore::testing::step_gate gate;
+    gate.pause_at("jobs.deps.locked"); // the enqueue read j (waiting) and holds it
+    std::atomic<std::int64_t> y{0};
+    std::thread enq([&] { y = put(db, "leaf", "y", {j}); });
+    REQUIRE(gate.wait_parked("jobs.deps.locked"));
+    std::thread failing([&] { jobs::fail(db, {a, claimed.at(a).lease_epoch}, 0, "boom"); });
+    std::this_thread::sleep_for(300ms);
+    gate.release("jobs.deps.locked");
+    enq.join();
+    failing.join();
+    CHECK(state_of(db, j) == jobs::job_state::blocked);
+    CHECK(state_of(db, y) == jobs::job_state::blocked); // never left waiting behind a blocked job
+  }
+  SUBCASE("the blocking holds the waiting job first; the enqueue waits and sees it blocked") {
+    const auto a = put(db, "build", "a", {}, 1);
+    const auto j = put(db, "mid", "j", {a});
+    auto claimed = claim_all(db);
+    casecore::testing::step_gate gate;
+    std::atomic<bool> go{false};
+    std::thread failing([&] {
+      while (!go) std::this_thread::yield();
+      jobs::fail(db, {a, claimed.at(a).lease_epoch}, 0, "boom");
+    });
+    gate.pause_at("tx.before_commit", 1, failing.get_id());
+    go = true;
+    REQUIRE(gate.wait_parked("tx.before_commit"));
+    std::atomic<std::int64_t> y{0};
+    std::thread enq([&] { y = put(db, "leaf", "y", {j}); });
+    std::this_thread::sleep_for(300ms);
+    gate.release("tx.before_commit");
+    failing.join();
+    enq.join();
+    CHECK(state_of(db, y) == jobs::job_state::blocked);
+    CHECK(jobs::get(db, y)->last_error == "blocked: dependency job " + std::to_string(j) + " is blocked");
+  }
+}
