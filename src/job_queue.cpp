@@ -225,7 +225,7 @@ const std::string& reclaim(dialect d) {
   // job of its key already waits (then it is superseded by that job).
   auto text = [](std::string_view lock, std::string_view returning) {
     return cat({"WITH x AS (SELECT q.id AS xid, (SELECT w.id FROM casecore_jobs w WHERE w.operation = q.operation "
-                "AND w.subject = q.subject AND w.state IN ('queued', 'scheduled', 'paused')) AS newer "
+                "AND w.subject = q.subject AND w.state IN ('queued', 'scheduled', 'paused', 'waiting')) AS newer "
                 "FROM casecore_jobs q WHERE q.state = 'running' AND q.lease_expires_at < casecore_now_us() LIMIT 100",
                 lock,
                 ") UPDATE casecore_jobs AS j SET "
@@ -238,8 +238,8 @@ const std::string& reclaim(dialect d) {
                 "lease_owner = '', lease_expires_at = 0, run_at = casecore_now_us() FROM x WHERE j.id = x.xid RETURNING ",
                 returning});
   };
-  static const std::string pg = text(" FOR NO KEY UPDATE OF q SKIP LOCKED", "j.id");
-  static const std::string lite = text("", "id");
+  static const std::string pg = text(" FOR NO KEY UPDATE OF q SKIP LOCKED", "j.id, j.state");
+  static const std::string lite = text("", "id, state");
   return d == dialect::postgresql ? pg : lite;
 }
 
@@ -262,7 +262,7 @@ const std::string& complete_pg() {
 
 const std::string& replace_payload() {
   static const std::string s = "UPDATE casecore_jobs SET payload = $3 WHERE operation = $1 AND subject = $2 "
-                               "AND state IN ('queued', 'scheduled', 'paused') RETURNING id";
+                               "AND state IN ('queued', 'scheduled', 'paused', 'waiting') RETURNING id";
   return s;
 }
 
@@ -405,6 +405,7 @@ struct prepared_spec {
   const job_spec* spec;
   std::string stages;
   std::int64_t stage_count;
+  std::vector<std::int64_t> deps; // sorted, unique
 };
 
 prepared_spec validate(const job_spec& s) {
@@ -415,7 +416,8 @@ prepared_spec validate(const job_spec& s) {
   if (s.max_attempts < 1 || s.max_attempts > 1000) raise(errc::invalid_argument, "job max_attempts must be 1..1000");
   checked_us(s.delay, "job delay");
   detail::check_printable(s.concurrency_key, "job concurrency_key", 200, true);
-  return {&s, join_stages(s.stages), s.stages.empty() ? 1 : detail::narrow<std::int64_t>(s.stages.size(), "stage count")};
+  return {&s, join_stages(s.stages), s.stages.empty() ? 1 : detail::narrow<std::int64_t>(s.stages.size(), "stage count"),
+          checked_dependencies(s)};
 }
 
 } // namespace
@@ -473,13 +475,22 @@ std::optional<std::int64_t> replace_waiting_payload(transaction& tx, const job_s
 }
 
 enqueued enqueue_one(transaction& tx, const prepared_spec& p) {
+  // Dependencies are read (and on PostgreSQL share-locked) before anything is written: an unknown
+  // id is refused with nothing written (job_dependencies.cpp).
+  const auto deps = lock_dependencies(tx, p.deps);
   // Insert, and on conflict update the waiting job; it may be claimed in between, so loop.
   for (int round = 0; round < 100; ++round) {
     std::vector<value> params;
     bind_spec(params, p);
     auto r = tx.exec_values(bulk_insert_sql(1), params);
-    if (!r.empty()) return {r[0].get<std::int64_t>(0), true};
-    if (auto id = replace_waiting_payload(tx, *p.spec)) return {*id, false};
+    if (!r.empty()) {
+      attach_dependencies(tx, r[0].get<std::int64_t>(0), deps);
+      return {r[0].get<std::int64_t>(0), true};
+    }
+    if (auto id = replace_waiting_payload(tx, *p.spec)) {
+      attach_dependencies(tx, *id, deps); // the key's waiting job waits for the union
+      return {*id, false};
+    }
   }
   raise(errc::internal, "enqueue did not converge");
 }
@@ -579,7 +590,7 @@ std::optional<fenced_row> lock_claim(transaction& tx, const claim_ref& ref) {
 // The waiting job of the same key, if any (a running job going back to waiting is superseded by it).
 std::optional<std::int64_t> waiting_sibling(transaction& tx, const fenced_row& row) {
   return tx.query_optional<std::int64_t>(
-      "SELECT id FROM casecore_jobs WHERE operation = $1 AND subject = $2 AND state IN ('queued', 'scheduled', 'paused')",
+      "SELECT id FROM casecore_jobs WHERE operation = $1 AND subject = $2 AND state IN ('queued', 'scheduled', 'paused', 'waiting')",
       row.operation, row.subject);
 }
 
@@ -686,7 +697,7 @@ write_options short_write(std::chrono::milliseconds lock_timeout, std::chrono::m
 
 std::optional<job_state> state_from_string(std::string_view name) noexcept {
   for (auto st : {job_state::queued, job_state::running, job_state::succeeded, job_state::failed, job_state::cancelled,
-                  job_state::paused})
+                  job_state::paused, job_state::waiting, job_state::blocked})
     if (to_string(st) == name) return st;
   return std::nullopt;
 }
@@ -699,6 +710,8 @@ std::string_view to_string(job_state s) noexcept {
     case job_state::failed: return "failed";
     case job_state::cancelled: return "cancelled";
     case job_state::paused: return "paused";
+    case job_state::waiting: return "waiting";
+    case job_state::blocked: return "blocked";
   }
   return "unknown";
 }
@@ -738,19 +751,23 @@ std::vector<enqueued> enqueue_bulk(transaction& tx, std::span<const job_spec> sp
   std::vector<std::size_t> order;
   order.reserve(last.size());
   for (const auto& [key, i] : last) order.push_back(i);
+  // Specs with dependencies take the one-by-one path (their dependencies are locked first).
+  std::vector<std::size_t> plain;
+  for (auto i : order)
+    if (prepared[i].deps.empty()) plain.push_back(i);
   std::vector<enqueued> out(specs.size());
   std::map<std::pair<std::string, std::string>, std::int64_t> created;
   std::vector<value> params;
-  for (std::size_t start = 0; start < order.size(); start += bulk_chunk) {
-    const auto n = std::min(bulk_chunk, order.size() - start);
+  for (std::size_t start = 0; start < plain.size(); start += bulk_chunk) {
+    const auto n = std::min(bulk_chunk, plain.size() - start);
     params.clear();
-    for (std::size_t k = 0; k < n; ++k) bind_spec(params, prepared[order[start + k]]);
+    for (std::size_t k = 0; k < n; ++k) bind_spec(params, prepared[plain[start + k]]);
     for (auto r : tx.exec_values(bulk_insert_sql(n), params))
       created.emplace(std::make_pair(r.get<std::string>(1), r.get<std::string>(2)), r.get<std::int64_t>(0));
   }
   for (auto i : order) {
     const auto it = created.find({specs[i].operation, specs[i].subject});
-    out[i] = it != created.end() ? enqueued{it->second, true} : enqueue_one(tx, prepared[i]);
+    out[i] = it != created.end() && prepared[i].deps.empty() ? enqueued{it->second, true} : enqueue_one(tx, prepared[i]);
   }
   for (std::size_t i = 0; i < specs.size(); ++i) {
     const auto chosen = last.at({specs[i].operation, specs[i].subject});
@@ -886,6 +903,11 @@ std::vector<stage_outcome> complete_stages(transaction& tx, std::span<const stag
     }
     tx.exec_values(stage_rows_sql(n), stage_params);
   }
+  // Dependents whose last dependency just succeeded become due in this transaction.
+  std::vector<std::int64_t> succeeded;
+  for (auto i : held)
+    if (out[i].finished) succeeded.push_back(done[i].ref.id);
+  dependencies_succeeded(tx, succeeded);
   return out;
 }
 
@@ -929,6 +951,7 @@ job_state fail(database& db, const claim_ref& ref, int stage, std::string_view e
       }
       if (stage >= 0 && stage < static_cast<int>(row->stages.size()))
         upsert_stage(tx, ref.id, stage, row->stages[static_cast<std::size_t>(stage)], "failed", now, message);
+      if (result != job_state::queued) dependency_ended(tx, ref.id, to_string(result));
       return result;
     });
   });
@@ -939,11 +962,12 @@ bool release(database& db, const claim_ref& ref) {
     return db.write([&](transaction& tx) {
       auto row = lock_claim(tx, ref);
       if (!row) return false;
-      if (auto newer = waiting_sibling(tx, *row))
+      if (auto newer = waiting_sibling(tx, *row)) {
         tx.exec("UPDATE casecore_jobs SET state = 'cancelled', finished_at = casecore_now_us(), last_error = $1, "
                 "lease_owner = '', lease_expires_at = 0 WHERE id = $2",
                 superseded_note("released", *newer), ref.id);
-      else
+        dependency_ended(tx, ref.id, "cancelled");
+      } else
         tx.exec("UPDATE casecore_jobs SET state = 'queued', attempts = attempts - 1, run_at = casecore_now_us(), "
                 "lease_owner = '', lease_expires_at = 0 WHERE id = $1",
                 ref.id);
@@ -962,6 +986,7 @@ job_state snooze(database& db, const claim_ref& ref, std::chrono::milliseconds d
         tx.exec("UPDATE casecore_jobs SET state = 'cancelled', finished_at = casecore_now_us(), last_error = $1, "
                 "lease_owner = '', lease_expires_at = 0 WHERE id = $2",
                 superseded_note("snoozed", *newer), ref.id);
+        dependency_ended(tx, ref.id, "cancelled");
         return job_state::cancelled;
       }
       // The claim's attempt is given back: a snooze is not a failure. Due at once under a pause, it
@@ -979,11 +1004,13 @@ job_state snooze(database& db, const claim_ref& ref, std::chrono::milliseconds d
 
 bool acknowledge_cancel(database& db, const claim_ref& ref) {
   return db.write([&](transaction& tx) {
-    return tx.exec("UPDATE casecore_jobs SET state = 'cancelled', finished_at = casecore_now_us(), lease_owner = '', "
-                   "lease_expires_at = 0 WHERE id = $1 AND lease_epoch = $2 AND state = 'running' AND cancel_requested = 1 "
-                   "AND lease_expires_at >= casecore_now_us()",
-                   ref.id, ref.epoch)
-               .affected() > 0;
+    const bool ended = tx.exec("UPDATE casecore_jobs SET state = 'cancelled', finished_at = casecore_now_us(), lease_owner = '', "
+                               "lease_expires_at = 0 WHERE id = $1 AND lease_epoch = $2 AND state = 'running' AND cancel_requested = 1 "
+                               "AND lease_expires_at >= casecore_now_us()",
+                               ref.id, ref.epoch)
+                           .affected() > 0;
+    if (ended) dependency_ended(tx, ref.id, "cancelled");
+    return ended;
   });
 }
 
@@ -994,7 +1021,12 @@ std::size_t reclaim_expired(database& db) {
   const auto w = short_write(std::chrono::milliseconds(500), std::chrono::milliseconds(2000));
   for (int round = 0; round < 1000; ++round) {
     const auto n = retry_on_new_sibling([&] {
-      return db.write([&](transaction& tx) { return tx.exec(sqlt::reclaim(tx.dialect())).size(); }, w);
+      return db.write([&](transaction& tx) {
+        const auto rows = tx.exec(sqlt::reclaim(tx.dialect()));
+        for (auto r : rows)
+          if (const auto st = r.get<std::string>(1); st != "queued") dependency_ended(tx, r.get<std::int64_t>(0), st);
+        return rows.size();
+      }, w);
     });
     total += n;
     if (n < 100) break;

@@ -14,10 +14,12 @@ using namespace internal;
 bool cancel(database& db, std::int64_t id) {
   return db.write([&](transaction& tx) {
     if (tx.exec("UPDATE casecore_jobs SET state = 'cancelled', cancel_requested = 1, finished_at = casecore_now_us() "
-                "WHERE id = $1 AND state IN ('queued', 'scheduled', 'paused')",
+                "WHERE id = $1 AND state IN ('queued', 'scheduled', 'paused', 'waiting', 'blocked')",
                 id)
-            .affected() > 0)
+            .affected() > 0) {
+      dependency_ended(tx, id, "cancelled"); // its waiting dependents are blocked
       return true;
+    }
     return tx.exec("UPDATE casecore_jobs SET cancel_requested = 1 WHERE id = $1 AND state = 'running'", id).affected() > 0;
   });
 }
@@ -32,13 +34,14 @@ job retry(database& db, std::int64_t id) {
                                ": only failed or cancelled jobs can be retried");
     // The waiting index would refuse the update anyway; checking first gives the operator the other job's id.
     if (auto other = tx.query_optional<std::int64_t>(
-            "SELECT id FROM casecore_jobs WHERE operation = $1 AND subject = $2 AND state IN ('queued', 'scheduled', 'paused')",
+            "SELECT id FROM casecore_jobs WHERE operation = $1 AND subject = $2 AND state IN ('queued', 'scheduled', 'paused', 'waiting')",
             r[0].get<std::string>(1), r[0].get<std::string>(2)))
       throw already_exists("job " + std::to_string(*other) + " is already waiting for the same operation and subject");
     static const std::string requeue = sql({"UPDATE casecore_jobs AS j SET state = ", due_state("j"),
                                             ", attempts = 0, run_at = casecore_now_us(), finished_at = 0, "
                                             "cancel_requested = 0, lease_owner = '', lease_expires_at = 0 WHERE id = $1"});
     tx.exec(requeue, id);
+    dependency_retried(tx, id); // back to waiting when its own dependencies are pending; dependents un-blocked
   });
   return *get(db, id);
 }

@@ -32,6 +32,20 @@ job to_job(const row_ref& r);
 /// The state (SQL CASE) a waiting row of alias `t` takes when it is due: 'paused' while a pause
 /// covers it (casecore_job_pauses), else 'queued'.
 std::string due_state(std::string_view t);
+/// Dependencies (src/job_dependencies.cpp). Validated, sorted, unique ids of spec.depends_on.
+std::vector<std::int64_t> checked_dependencies(const job_spec& spec);
+/// Lock (PostgreSQL: FOR SHARE) and read the dependencies' states; invalid_argument for an unknown id.
+/// Call BEFORE inserting the dependent (nothing written on refusal).
+std::vector<std::pair<std::int64_t, std::string>> lock_dependencies(transaction& tx, const std::vector<std::int64_t>& ids);
+/// Record job `id`'s edges to `deps` (states from lock_dependencies) and make it waiting/blocked
+/// when some dependency has not succeeded.
+void attach_dependencies(transaction& tx, std::int64_t id, const std::vector<std::pair<std::int64_t, std::string>>& deps);
+/// Jobs `ids` just succeeded: satisfy their edges, make dependents with nothing left to wait for due.
+void dependencies_succeeded(transaction& tx, const std::vector<std::int64_t>& ids);
+/// Job `id` just ended failed or cancelled (`state`): block its waiting dependents, transitively.
+void dependency_ended(transaction& tx, std::int64_t id, std::string_view state);
+/// Job `id` was retried: its blocked dependents go back to waiting (or stay blocked by another dependency).
+void dependency_retried(transaction& tx, std::int64_t id);
 /// The parts concatenated.
 std::string sql(std::initializer_list<std::string_view> parts);
 

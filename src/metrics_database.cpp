@@ -83,8 +83,8 @@ void collect_database_wide(sample_sink& sink, database db, const database_wide_o
 
     if (schema.contains("casecore.jobs")) {
       // Live jobs: one statement per state, each the predicate of a partial index
-      // (casecore_jobs_ready, _scheduled, _running_job, _paused): rows read = jobs in that state.
-      const char* help_jobs = "Jobs now, by operation and live state (queued, scheduled, running, paused)";
+      // (casecore_jobs_ready, _scheduled, _running_job, _paused, _held): rows read = jobs in that state.
+      const char* help_jobs = "Jobs now, by operation and live state (queued, scheduled, running, paused, waiting, blocked)";
       for (auto r : tx.exec("SELECT operation, count(*), min(run_at), "
                             "CAST(coalesce(sum(CASE WHEN attempts > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) "
                             "FROM casecore_jobs WHERE state = 'queued' GROUP BY operation ORDER BY operation")) {
@@ -95,7 +95,7 @@ void collect_database_wide(sample_sink& sink, database db, const database_wide_o
         sink.gauge("casecore_jobs_retry_waiting", "Queued jobs that already failed at least one attempt",
                    {{"operation", op}}, static_cast<double>(r.get<i64>(3)));
       }
-      for (const char* state : {"scheduled", "paused"})
+      for (const char* state : {"scheduled", "paused", "waiting", "blocked"})
         for (auto r : tx.exec(std::string("SELECT operation, count(*) FROM casecore_jobs WHERE state = '") + state +
                               "' GROUP BY operation ORDER BY operation"))
           sink.gauge("casecore_jobs", help_jobs, {{"operation", r.get<std::string>(0)}, {"state", state}}, static_cast<double>(r.get<i64>(1)));

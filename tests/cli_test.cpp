@@ -446,7 +446,7 @@ TEST_CASE("cli: job list, show, retry, cancel and stats") {
   CHECK(has(r.out, "stage run 1\n"));
   CHECK(has(r.out, "ready 1\n"));
   r = cli(s, {"job", "stats", "--json"});
-  CHECK(r.out.starts_with("{\"by_state\":{\"queued\":1,\"paused\":0,\"running\":0,\"succeeded\":0,\"failed\":1,\"cancelled\":0},\"active_by_stage\":{\"run\":1},\"ready\":1,"));
+  CHECK(r.out.starts_with("{\"by_state\":{\"queued\":1,\"paused\":0,\"running\":0,\"succeeded\":0,\"failed\":1,\"cancelled\":0,\"waiting\":0,\"blocked\":0},\"active_by_stage\":{\"run\":1},\"ready\":1,"));
   CHECK(r.out.ends_with(",\"stuck\":[]}\n"));
 
   r = cli(s, {"job", "retry", std::to_string(failed_id)});
@@ -577,13 +577,13 @@ TEST_CASE("cli: job stats --json lists every state, zeros included") {
   auto db = s.open_migrated();
   auto r = cli(s, {"--json", "job", "stats"});
   CHECK(r.code == 0);
-  CHECK(has(r.out, "\"by_state\":{\"queued\":0,\"paused\":0,\"running\":0,\"succeeded\":0,\"failed\":0,\"cancelled\":0}"));
+  CHECK(has(r.out, "\"by_state\":{\"queued\":0,\"paused\":0,\"running\":0,\"succeeded\":0,\"failed\":0,\"cancelled\":0,\"waiting\":0,\"blocked\":0}"));
   jobs::job_spec spec;
   spec.operation = "op";
   spec.subject = "s1";
   jobs::enqueue(db, spec);
   r = cli(s, {"--json", "job", "stats"});
-  CHECK(has(r.out, "\"by_state\":{\"queued\":1,\"paused\":0,\"running\":0,\"succeeded\":0,\"failed\":0,\"cancelled\":0}"));
+  CHECK(has(r.out, "\"by_state\":{\"queued\":1,\"paused\":0,\"running\":0,\"succeeded\":0,\"failed\":0,\"cancelled\":0,\"waiting\":0,\"blocked\":0}"));
 }
 
 TEST_CASE("cli: metrics --json numbers are exact JSON numbers (no fixed six decimals, no nan)") {

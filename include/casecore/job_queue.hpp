@@ -47,6 +47,28 @@
 // handler. On SQLite there is one writer: a write transaction that stays open (host code inside
 // complete()) delays every other writer, heartbeats included, so keep them short there.
 //
+// Dependencies (issue 13: a small workflow, fan-out and fan-in). job_spec::depends_on names jobs
+// that must succeed first. The job is stored `waiting` and is never claimed; the transaction that
+// completes the last of its dependencies makes it due (queued, scheduled when its delay has not
+// passed, paused under a pause) — exactly once, even when two dependencies complete at the same
+// moment in two transactions. When a dependency ends failed or cancelled (superseded included),
+// its waiting dependents, transitively, become `blocked` with last_error "blocked: dependency job N
+// is failed"; an operator's retry (job_queue_admin.hpp) of that dependency puts them back to
+// waiting, and cancel() of a waiting/blocked job blocks its own dependents in turn.
+//   - Cycles are impossible by construction: a dependency must exist when its dependent is
+//     enqueued, so it has a smaller id; the edge table enforces depends_on < job_id with a CHECK.
+//     Naming the job itself (through job-key dedup onto an older waiting job) is refused.
+//   - Job keys: 'waiting' holds its key's waiting slot like queued. Enqueueing a key whose job
+//     waits adds the new dependencies to that job (it waits for the union) — refused
+//     (invalid_argument) when a named dependency is newer than that job. A blocked job does not
+//     hold the slot: a new request of its key is a new job, and a later un-block of the old one
+//     supersedes it (cancelled, "superseded by job N").
+//   - PostgreSQL: enqueue locks the named dependencies FOR SHARE until it commits, so a
+//     dependency's completion waits for that enqueue (and sees its edge) or the enqueue sees the
+//     completion; keep enqueues with depends_on short (a heartbeat skips a locked row meanwhile).
+//     Completions lock dependents in id order after their own rows (no deadlock between them).
+//   - Cost: a completion without dependents pays one indexed UPDATE of the edge table.
+//
 // Retries: a failed stage is retried with exponential backoff and jitter from the stage that failed,
 // until max_attempts, then the job is *failed* with its error kept. Limits (a global maximum of
 // running jobs, a maximum per concurrency key) are exact: PostgreSQL claims with limits serialise on
@@ -98,8 +120,11 @@ CASECORE_API_BEGIN
 namespace casecore::jobs {
 
 /// Lifecycle of a job (a job due later is queued; the database keeps it as 'scheduled'). A waiting
-/// job a pause covers is `paused` (job_queue_admin.hpp: pause / resume) and is never claimed.
-enum class job_state { queued, running, succeeded, failed, cancelled, paused };
+/// job a pause covers is `paused` (job_queue_admin.hpp: pause / resume) and is never claimed. A job
+/// whose dependencies (job_spec::depends_on) have not all succeeded is `waiting`; one whose
+/// dependency failed or was cancelled (or is itself blocked) is `blocked`, its last_error naming the
+/// dependency and its state. Neither is ever claimed (see "Dependencies" above).
+enum class job_state { queued, running, succeeded, failed, cancelled, paused, waiting, blocked };
 
 /// "queued", "running", ...
 std::string_view to_string(job_state s) noexcept;
@@ -116,6 +141,9 @@ struct job_spec {
   std::chrono::milliseconds delay{0};     ///< run no earlier than now + delay (database clock)
   int max_attempts = 5;                   ///< attempts before the job is failed (1..1000)
   std::string concurrency_key;            ///< limit group, e.g. "case:42" (empty = none)
+  /// Ids of existing jobs that must succeed before this one is claimable (at most 1000; duplicates
+  /// collapse). invalid_argument (nothing written) for an unknown id or more than 1000 ids.
+  std::vector<std::int64_t> depends_on;
 };
 
 /// Result of an enqueue.

@@ -51,7 +51,7 @@ form.inline{display:inline}button{cursor:pointer}dl{display:grid;grid-template-c
 )css";
 
 constexpr jobs::job_state every_state[] = {jobs::job_state::queued, jobs::job_state::paused, jobs::job_state::running, jobs::job_state::succeeded,
-                                           jobs::job_state::failed, jobs::job_state::cancelled};
+                                           jobs::job_state::failed, jobs::job_state::cancelled, jobs::job_state::waiting, jobs::job_state::blocked};
 
 std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -503,6 +503,7 @@ private:
     if (!settings_.read_only) {
       const bool can_retry = j->state == jobs::job_state::failed || j->state == jobs::job_state::cancelled;
       const bool can_cancel = j->state == jobs::job_state::queued || j->state == jobs::job_state::paused ||
+                              j->state == jobs::job_state::waiting || j->state == jobs::job_state::blocked ||
                               (j->state == jobs::job_state::running && !j->cancel_requested);
       if ((can_retry || can_cancel) && session(req).empty()) out += "<p><a href=\"/login\">Log in</a> to retry or cancel this job.</p>";
       else if (can_retry || can_cancel) {

@@ -14,8 +14,10 @@ namespace casecore::cli {
 
 namespace {
 /// Every job state, in lifecycle order (job stats lists each, zeros included).
+// (waiting and blocked, the dependency states, came later: appended so existing readers keep their order)
 constexpr jobs::job_state every_state[] = {jobs::job_state::queued, jobs::job_state::paused, jobs::job_state::running,
-                                           jobs::job_state::succeeded, jobs::job_state::failed, jobs::job_state::cancelled};
+                                           jobs::job_state::succeeded, jobs::job_state::failed, jobs::job_state::cancelled,
+                                           jobs::job_state::waiting, jobs::job_state::blocked};
 
 std::string pause_json(const jobs::pause_record& p) {
   return object({{"operation", quote(p.target.operation)}, {"concurrency_key", quote(p.target.concurrency_key)},
@@ -104,14 +106,14 @@ void add_job(CLI::App& app, const context& ctx, action& run) {
   auto args = std::make_shared<args_t>();
 
   auto* list = cmd->add_subcommand("list", "List jobs, newest first");
-  list->add_option("--state", args->state, "queued, paused, running, succeeded, failed or cancelled");
+  list->add_option("--state", args->state, "waiting, blocked, queued, paused, running, succeeded, failed or cancelled");
   list->add_option("--limit", args->limit, "At most this many (1..10000)")->check(strict_integer<std::size_t>())->capture_default_str();
   list->callback([&ctx, &run, args] {
     run = [&ctx, args] {
       std::optional<jobs::job_state> state;
       if (!args->state.empty()) {
         state = jobs::state_from_string(args->state);
-        if (!state) raise(errc::invalid_argument, "unknown job state '" + text(args->state) + "' (queued, paused, running, succeeded, failed, cancelled)");
+        if (!state) raise(errc::invalid_argument, "unknown job state '" + text(args->state) + "' (waiting, blocked, queued, paused, running, succeeded, failed, cancelled)");
       }
       auto db = open_migrated(ctx, "casecore.jobs", access::read);
       const auto all = jobs::list(db, state, args->limit);
