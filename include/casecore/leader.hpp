@@ -32,7 +32,7 @@
 // for the same owner), so a restarted process does not inherit its predecessor's term.
 //
 // Example:
-//   casecore::leader_election election(db, "billing.nightly", hostname + ":" + pid, {.ttl = 15s});
+//   casecore::leader_election election(db, "billing.nightly", hostname + ":" + pid, {15s, {}, {}});
 //   for (;;) {                                   // e.g. every 5 s on a background thread
 //     if (election.tick()) {
 //       db.write([&](casecore::transaction& tx) {
