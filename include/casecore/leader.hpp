@@ -26,8 +26,9 @@
 // database throws (connection_lost, backend_unavailable, ...) after settling what they can: a tick
 // that cannot reach the database keeps the term only until its local expiry. check() throws
 // lease_lost when this candidate does not lead or its term ended. Callbacks run on the thread that
-// called tick() / resign(), after the state changed and outside the election's lock; what they throw
-// propagates out of that call. Thread-safe: ticks and resigns are serialised.
+// called tick() / resign(), after the state changed; they may read is_leader() / fence() / term()
+// but must not call tick() or resign() of the same election (those are serialised: it would
+// deadlock). What they throw propagates out of that call. Thread-safe.
 // A second candidate with the same owner string is a different candidate (leases never re-acquire
 // for the same owner), so a restarted process does not inherit its predecessor's term.
 //
