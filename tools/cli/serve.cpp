@@ -82,15 +82,17 @@ void add_serve(CLI::App& app, const context& ctx, action& run) {
   cmd->add_option("--token-file", args->token_file, "File holding the operator token (mode 0600); or set CASECORE_OPERATOR_TOKEN");
   cmd->add_option("--login-attempts", args->login_attempts, "Login attempts per client address per --login-window (then 429)")
       ->capture_default_str()
-      ->check(CLI::Range(1, 100000));
+      ->type_name("N");
   cmd->add_option("--login-window", args->login_window, "Seconds of the login throttle's sliding window")
       ->capture_default_str()
-      ->check(CLI::Range(0.001, 86400.0));
+      ->type_name("SECONDS");
   cmd->callback([&ctx, &run, args] {
     run = [&ctx, args] {
       serve_settings settings;
       std::tie(settings.host, settings.port) = parse_listen(args->listen);
       settings.read_only = args->read_only;
+      if (args->login_attempts < 1 || args->login_attempts > 100000) raise(errc::invalid_argument, "--login-attempts must be 1..100000");
+      if (!(args->login_window >= 0.001 && args->login_window <= 86400)) raise(errc::invalid_argument, "--login-window must be 0.001..86400 seconds");
       settings.login_attempts = args->login_attempts;
       settings.login_window = std::chrono::milliseconds(static_cast<std::int64_t>(args->login_window * 1000));
       if (!settings.read_only) settings.operator_token = operator_token(args->token_file);
