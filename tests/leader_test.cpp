@@ -120,6 +120,7 @@ TEST_CASE("leader election: candidate processes, at most one leader at a time, t
                                                               << " before term " << terms[i - 1].token << " ended at " << terms[i - 1].end);
   }
   CHECK(leaders.size() >= 2);
+  MESSAGE(terms.size() << " terms held by " << leaders.size() << " candidates");
   // Every fenced write committed inside its own term, and in token order on the database clock.
   db.read([&](transaction& tx) {
     const auto rows = tx.exec("SELECT token, at, who FROM leader_log ORDER BY at, id");
