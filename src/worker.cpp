@@ -571,20 +571,20 @@ struct worker::state {
     }
   };
 
-  // The host's leader tasks: keep the election renewed while there are any, and run the due ones
-  // while this worker leads (with its fence). Never throws: a failure waits for the next period.
+  // The host's leader tasks: tick the election every leader_ttl / 3 while there are any (renew when
+  // leading, campaign otherwise: one short write per third of a term, not one per task run), and
+  // run the due ones while this worker leads (with its fence). Never throws: a failure waits.
   void run_leader_tasks(leader_election& leader, leader_task_clock& clock) {
     if (opt.leader_tasks.empty()) return;
     const auto now = steady::now();
-    bool due = now >= clock.next_renew;
-    for (auto t : clock.next) due = due || now >= t;
-    if (!due) return;
-    try {
+    if (now >= clock.next_renew) {
       clock.next_renew = now + clock.renew_every;
-      if (!leader.tick()) return;
-    } catch (const std::exception&) {
-      return; // next period
+      try {
+        leader.tick();
+      } catch (const std::exception&) { // next time; the term lasts until its local expiry
+      }
     }
+    if (!leader.is_leader()) return;
     for (std::size_t i = 0; i < opt.leader_tasks.size() && !bg_stopping(); ++i) {
       if (steady::now() < clock.next[i]) continue;
       const auto f = leader.fence();

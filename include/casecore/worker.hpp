@@ -22,10 +22,12 @@
 // (schedule.hpp) on every worker.
 // Leader tasks (worker_options::leader_tasks): the host's own periodic work, run on the maintenance
 // thread of the one worker that holds the "casecore.jobs.maintenance" lease (a leader_election,
-// leader.hpp), each every `period`, with the leader's fence. While a worker has leader tasks its
-// election is renewed every leader_ttl / 3 (default leader_ttl: max(3 × maintenance, 3 s)), so a
-// dead leader's tasks move to another worker within leader_ttl. A task runs only while this worker
-// believes it leads; a paused leader may still run one after its term ended: fence its writes.
+// leader.hpp), each every `period`, with the leader's fence. While a worker has leader tasks it
+// ticks its election every leader_ttl / 3 (default leader_ttl: max(3 × maintenance, 3 s)): the
+// leader renews, the others campaign, so a dead leader's tasks move to another worker within
+// leader_ttl + leader_ttl / 3, a stopped one's (stop() resigns) within leader_ttl / 3. A task runs
+// only while this worker believes it leads; a paused leader may still run one after its term
+// ended: fence its writes.
 // Exactly once: a handler that wants its own writes to happen exactly once per stage does them
 // through job_context::complete(): they commit in the same transaction as the stage completion,
 // fenced by the claim's token and expiry on the database clock, so a worker that died, was paused
