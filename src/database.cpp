@@ -2,6 +2,7 @@
 #include <casecore/detail/pool.hpp>
 #include <casecore/detail/repository_identifier.hpp>
 #include <casecore/detail/step.hpp>
+#include <casecore/detail/tx_duration.hpp>
 #include <casecore/log.hpp>
 
 #include <algorithm>
@@ -17,6 +18,7 @@ struct database_state final : hook_runner {
   database_state(std::shared_ptr<backend> b, database_options o)
       : backend_ptr(b), options(std::move(o)), pool(b, options.pool) {
     if (auto r = b->read_replicas()) replica_pool = std::make_unique<detail::pool>(std::move(r), options.pool);
+    features[&tx_durations_key] = durations; // metrics.cpp reads it through feature_state
   }
   std::shared_ptr<detail::backend> backend_ptr;
   database_options options;
@@ -30,6 +32,7 @@ struct database_state final : hook_runner {
   mutable std::atomic<std::uint64_t> hook_failures{0};
   std::mutex features_mutex;
   std::map<const void*, std::shared_ptr<void>> features; // see detail::feature_state
+  std::shared_ptr<tx_durations> durations = std::make_shared<tx_durations>();
 
   void run(std::vector<std::function<void()>>& hooks) const noexcept override;
 };
@@ -145,6 +148,14 @@ void database::run_unit(detail::tx_mode mode, const write_options& opts,
   const auto reconnect_budget = opts.reconnect_budget ? *opts.reconnect_budget : st.options.reconnect_budget;
   const detail::tx_settings settings{mode, opts.level, opts.lock_timeout, opts.statement_timeout};
   const auto started = std::chrono::steady_clock::now();
+  // Every unit of work, however it ends, lands in the duration histogram (retries included).
+  struct record_duration {
+    detail::tx_durations::series& s;
+    std::chrono::steady_clock::time_point from;
+    ~record_duration() {
+      s.observe(std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - from).count());
+    }
+  } const recorder{mode == detail::tx_mode::write ? st.durations->write : st.durations->read, started};
   std::optional<std::chrono::steady_clock::time_point> unreachable_since;
   int reconnect_round = 0;
   // `attempt` counts the attempts that reached the server; waiting for it to come back does not

@@ -1,3 +1,4 @@
+#include <casecore/detail/tx_duration.hpp>
 #include <casecore/metrics.hpp>
 
 #include <algorithm>
@@ -301,11 +302,29 @@ void collect_database(sample_sink& sink, const database& db, std::string_view na
                                                            {"serialization", t.retries_serialization},
                                                            {"deadlock", t.retries_deadlock},
                                                            {"connection", t.retries_connection},
-                                                           {"pool_timeout", t.retries_pool_timeout}};
+                                                           {"pool_timeout", t.retries_pool_timeout},
+                                                           {"reconnect", t.retries_reconnect}};
   for (const auto& [cause, n] : retries) {
     auto lc = l;
     lc.emplace_back("cause", cause);
     sink.counter("casecore_tx_retries_total", "Transaction retries by cause", lc, d(n));
+  }
+  {
+    const auto durations = std::static_pointer_cast<detail::tx_durations>(detail::feature_state(
+        db, &detail::tx_durations_key, [] { return std::static_pointer_cast<void>(std::make_shared<detail::tx_durations>()); }));
+    std::vector<double> tb;
+    for (auto us : detail::tx_duration_bounds_us) tb.push_back(static_cast<double>(us) / 1e6);
+    const std::pair<const char*, const detail::tx_durations::series*> modes[] = {{"write", &durations->write},
+                                                                               {"read", &durations->read}};
+    for (const auto& [mode, series] : modes) {
+      auto lm = l;
+      lm.emplace_back("mode", mode);
+      std::vector<std::uint64_t> counts;
+      for (const auto& c : series->counts) counts.push_back(c.load(std::memory_order_relaxed));
+      sink.histogram("casecore_transaction_duration_seconds",
+                     "Duration of units of work, from the call to its return or throw (retries included)", lm, tb,
+                     counts, d(series->sum_us.load(std::memory_order_relaxed)) / 1e6);
+    }
   }
   sink.counter("casecore_tx_outcome_unknown_total", "Commits whose outcome is unknown", l, d(t.outcome_unknown));
   sink.counter("casecore_conflicts_total", "Version, state and fencing conflicts reported", l, d(t.conflicts));

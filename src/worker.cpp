@@ -1,5 +1,6 @@
 #include <casecore/detail/text.hpp>
 #include <casecore/detail/token.hpp>
+#include <casecore/leader.hpp>
 #include <casecore/lease.hpp>
 #include <casecore/schedule.hpp>
 #include <casecore/log.hpp>
@@ -494,15 +495,18 @@ struct worker::state {
   // Reclaims every period; while holding the maintenance lease, prunes every `maintenance` and
   // checks the jobs table's dead rows at most once a second.
   void maintenance_main() {
-    std::optional<lease::grant> leader;
     auto next_prune = steady::now();
     auto next_vacuum = steady::now();
     auto next_reclaim = steady::now() + period();
     const bool prunes = opt.maintenance.count() > 0 && (opt.retain.max_age.count() > 0 || opt.retain.max_finished > 0);
     const bool vacuums = opt.vacuum_dead_rows > 0 && db.dialect() == dialect::postgresql;
-    const auto ttl = std::max(opt.maintenance * 3, std::chrono::milliseconds(3000));
-    const auto wake = opt.schedules.count() > 0 ? std::min(period(), opt.schedules) : period();
+    const auto ttl = maintenance_ttl();
+    leader_election leader(db, std::string(maintenance_lease), opt.owner, leader_options{ttl, {}, {}});
+    leader_task_clock tasks(opt.leader_tasks.size(), ttl);
+    auto wake = opt.schedules.count() > 0 ? std::min(period(), opt.schedules) : period();
+    if (!opt.leader_tasks.empty()) wake = std::min(wake, tasks.wake(opt.leader_tasks));
     while (background_sleep(wake)) {
+      run_leader_tasks(leader, tasks);
       if (opt.schedules.count() > 0) {
         // Every worker steps the schedules, not only the maintenance leader: the tick key and the
         // locked cursor make concurrent steps exact (schedule.hpp), and no leader election or lease
@@ -530,15 +534,7 @@ struct worker::state {
       if (prune_due) next_prune = now + opt.maintenance;
       if (vacuum_due) next_vacuum = now + std::chrono::seconds(1);
       try {
-        if (leader) {
-          try {
-            leader = lease::renew(db, *leader, ttl);
-          } catch (const lease_lost&) {
-            leader.reset();
-          }
-        }
-        if (!leader) leader = lease::try_acquire(db, maintenance_lease, opt.owner, ttl);
-        if (!leader) continue;
+        if (!leader.tick()) continue;
         if (vacuum_due && db.vacuum("casecore_jobs", opt.vacuum_dead_rows)) bump(&worker_stats::vacuums);
         // Small batches, checking for stop() between rounds.
         for (; prune_due;) {
@@ -550,11 +546,60 @@ struct worker::state {
         // Next period.
       }
     }
-    if (leader) {
+    try {
+      leader.resign();
+    } catch (const std::exception&) { // the lease expires by itself
+    }
+  }
+
+  std::chrono::milliseconds maintenance_ttl() const {
+    if (opt.leader_ttl.count() > 0) return opt.leader_ttl;
+    return std::max(opt.maintenance * 3, std::chrono::milliseconds(3000));
+  }
+
+  // When each leader task runs next, and when the election must be renewed for them.
+  struct leader_task_clock {
+    leader_task_clock(std::size_t n, std::chrono::milliseconds ttl)
+        : next(n, steady::now()), renew_every(std::max(ttl / 3, std::chrono::milliseconds(1))), next_renew(steady::now()) {}
+    std::vector<steady::time_point> next;
+    std::chrono::milliseconds renew_every;
+    steady::time_point next_renew;
+    std::chrono::milliseconds wake(const std::vector<leader_task>& t) const {
+      auto w = renew_every;
+      for (const auto& task : t) w = std::min(w, task.period);
+      return w;
+    }
+  };
+
+  // The host's leader tasks: tick the election every leader_ttl / 3 while there are any (renew when
+  // leading, campaign otherwise: one short write per third of a term, not one per task run), and
+  // run the due ones while this worker leads (with its fence). Never throws: a failure waits.
+  void run_leader_tasks(leader_election& leader, leader_task_clock& clock) {
+    if (opt.leader_tasks.empty()) return;
+    const auto now = steady::now();
+    if (now >= clock.next_renew) {
+      clock.next_renew = now + clock.renew_every;
       try {
-        lease::release(db, *leader);
-      } catch (const std::exception&) {
+        leader.tick();
+      } catch (const std::exception&) { // next time; the term lasts until its local expiry
       }
+    }
+    if (!leader.is_leader()) return;
+    for (std::size_t i = 0; i < opt.leader_tasks.size() && !bg_stopping(); ++i) {
+      if (steady::now() < clock.next[i]) continue;
+      const auto f = leader.fence();
+      if (!f) return; // the term ended on the local clock: campaign again first
+      const auto& task = opt.leader_tasks[i];
+      try {
+        task.run(db, *f);
+      } catch (const std::exception& e) {
+        if (detail::log_enabled())
+          detail::emit(log_level::error, "leader.task_failed", e.what(), {{"db", db.describe()}, {"owner", opt.owner}, {"task", task.name}});
+      } catch (...) {
+        if (detail::log_enabled())
+          detail::emit(log_level::error, "leader.task_failed", "non-standard exception", {{"db", db.describe()}, {"owner", opt.owner}, {"task", task.name}});
+      }
+      clock.next[i] = steady::now() + task.period;
     }
   }
 
@@ -586,6 +631,12 @@ worker::worker(database db, worker_options options) {
   }
   if (options.maintenance.count() < 0) raise(errc::invalid_argument, "worker maintenance period must not be negative");
   if (options.schedules.count() < 0) raise(errc::invalid_argument, "worker schedules period must not be negative");
+  if (options.leader_ttl.count() < 0) raise(errc::invalid_argument, "worker leader_ttl must not be negative");
+  for (const auto& t : options.leader_tasks) {
+    casecore::detail::check_printable(t.name, "leader task name", 100);
+    if (t.period.count() <= 0) raise(errc::invalid_argument, "leader task '" + t.name + "' needs a positive period");
+    if (!t.run) raise(errc::invalid_argument, "leader task '" + t.name + "' has no function");
+  }
   if (options.retain.max_age.count() < 0 || options.retain.max_finished < 0)
     raise(errc::invalid_argument, "worker retention must not be negative");
   state_ = std::make_shared<state>(std::move(db), std::move(options));

@@ -183,3 +183,83 @@ TEST_CASE("metrics: a collector's sink refuses a bad name, a second type for a n
   CHECK(has_line(text, "lat_seconds_count 6"));
 }
 
+
+namespace {
+// The series of casecore_transaction_duration_seconds{db="main",mode=...}: le -> cumulative count,
+// plus _sum and _count; checks the exposition rules on the way (cumulative, +Inf == _count).
+struct duration_series {
+  std::vector<std::pair<std::string, double>> buckets;
+  double sum = -1, count = -1;
+};
+duration_series duration_of(const std::string& text, const std::string& mode) {
+  duration_series d;
+  const std::string labels = "{db=\"main\",mode=\"" + mode + "\"";
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);) {
+    if (!l.starts_with("casecore_transaction_duration_seconds_")) continue;
+    const auto space = l.rfind(' ');
+    REQUIRE(space != std::string::npos);
+    const double v = std::stod(l.substr(space + 1));
+    if (l.starts_with("casecore_transaction_duration_seconds_bucket" + labels + ",le=\"")) {
+      const auto from = l.find(",le=\"") + 5;
+      d.buckets.emplace_back(l.substr(from, l.find('"', from) - from), v);
+    } else if (l.starts_with("casecore_transaction_duration_seconds_sum" + labels + "}")) {
+      d.sum = v;
+    } else if (l.starts_with("casecore_transaction_duration_seconds_count" + labels + "}")) {
+      d.count = v;
+    }
+  }
+  return d;
+}
+double bucket(const duration_series& d, const std::string& le) {
+  for (const auto& [b, v] : d.buckets)
+    if (b == le) return v;
+  FAIL("no bucket le=" << le);
+  return -1;
+}
+} // namespace
+
+TEST_CASE("metrics: casecore_transaction_duration_seconds counts every unit of work by mode, valid histogram text") {
+  scratch_database s;
+  auto db = s.open_migrated();
+  metrics::registry r;
+  r.add_database(db, "main");
+  const auto before_text = r.prometheus_text();
+  const auto w0 = duration_of(before_text, "write"), r0 = duration_of(before_text, "read");
+  REQUIRE(w0.count >= 0);
+  REQUIRE(r0.count >= 0);
+
+  for (int i = 0; i < 5; ++i) db.write([](transaction& tx) { outbox::publish(tx, "t", "p"); });
+  CHECK_THROWS(db.write([](transaction&) { throw std::runtime_error("rolled back"); })); // counted too
+  for (int i = 0; i < 3; ++i) db.read([](transaction& tx) { return tx.query_one<std::int64_t>("SELECT 1"); });
+  // A unit that takes at least 30 ms cannot land in a bucket of 25 ms or less.
+  const auto mid = duration_of(r.prometheus_text(), "write");
+  db.write([](transaction&) { std::this_thread::sleep_for(std::chrono::milliseconds(30)); });
+
+  const auto text = r.prometheus_text();
+  check_grouping(text);
+  CHECK(has_line(text, "# TYPE casecore_transaction_duration_seconds histogram"));
+  const auto w = duration_of(text, "write"), rd = duration_of(text, "read");
+  CHECK(w.count == w0.count + 7);
+  CHECK(rd.count == r0.count + 3);
+  CHECK(w.sum >= mid.sum + 0.030);
+  CHECK(w.count == mid.count + 1);
+  CHECK(bucket(w, "0.025") == bucket(mid, "0.025")); // the 30 ms unit is above it
+  CHECK(bucket(w, "+Inf") == bucket(mid, "+Inf") + 1);
+  CHECK(bucket(w, "+Inf") == w.count);
+  CHECK(bucket(rd, "+Inf") == rd.count);
+  // Consistent le labels for both modes, increasing bounds, cumulative counts.
+  REQUIRE(w.buckets.size() == rd.buckets.size());
+  REQUIRE(w.buckets.size() == 13);
+  for (std::size_t i = 0; i < w.buckets.size(); ++i) {
+    CHECK(w.buckets[i].first == rd.buckets[i].first);
+    if (i > 0) {
+      CHECK(w.buckets[i].second >= w.buckets[i - 1].second);
+      CHECK(rd.buckets[i].second >= rd.buckets[i - 1].second);
+      if (i + 1 < w.buckets.size()) CHECK(std::stod(w.buckets[i].first) > std::stod(w.buckets[i - 1].first));
+    }
+  }
+  CHECK(w.buckets.front().first == "0.001");
+  CHECK(w.buckets.back().first == "+Inf");
+  CHECK(has_line(text, "casecore_tx_retries_total{db=\"main\",cause=\"reconnect\"} 0"));
+}

@@ -8,6 +8,7 @@
 #include "serve_seed.hpp"
 
 #include <casecore/job_queue_admin.hpp>
+#include <casecore/schedule.hpp>
 #include <casecore/testing/fixture.hpp>
 #include <casecore/url.hpp>
 #include <doctest/doctest.h>
@@ -15,6 +16,9 @@
 #include <httplib.h>
 
 #include <sys/stat.h>
+
+#include <chrono>
+#include <thread>
 
 using namespace casecore;
 using casecore::testing::scratch_database;
@@ -152,6 +156,10 @@ TEST_CASE("serve: database values are escaped on every page, with security heade
   CHECK(metrics->body.find("# TYPE casecore_pool_in_use gauge") != std::string::npos);
   CHECK(metrics->body.find("# TYPE casecore_jobs gauge") != std::string::npos);
   CHECK(metrics->body.find("casecore_build_info{") != std::string::npos);
+  // This process's own units of work, as a histogram (docs/telemetry.md).
+  CHECK(metrics->body.find("# TYPE casecore_transaction_duration_seconds histogram") != std::string::npos);
+  CHECK(metrics->body.find("casecore_transaction_duration_seconds_bucket{db=\"main\",mode=\"read\",le=\"+Inf\"} ") != std::string::npos);
+  CHECK(metrics->body.find("casecore_transaction_duration_seconds_count{db=\"main\",mode=\"write\"} ") != std::string::npos);
 
   CHECK(c.Get("/jobs/999999")->status == 404);
   CHECK(server.stop() == 0);
@@ -347,4 +355,84 @@ TEST_CASE("serve: pause and resume through the overview's forms; a refused pause
   CHECK(jobs::list(db, jobs::job_state::paused, 100).empty());
 }
 
-#endif
+
+TEST_CASE("serve: the schedules page lists each schedule with its next and last runs, names escaped") {
+  scratch_database s;
+  auto db = s.open_migrated();
+  schedules::schedule hostile;
+  hostile.name = "<script>document.title='pwned'</script>";
+  hostile.every = std::chrono::seconds(60);
+  hostile.job.operation = "<b>report</b>";
+  schedules::upsert(db, hostile, micros{1'700'000'000'000'000});
+  schedules::schedule nightly;
+  nightly.name = "nightly-export";
+  nightly.cron = "30 2 * * *";
+  nightly.zone = "Europe/Berlin";
+  nightly.job.operation = "export";
+  schedules::upsert(db, nightly);
+  // One tick of the hostile schedule: it gets a last run and a last job.
+  const auto ticks = schedules::run_due(db, micros{1'700'000'000'000'000 + 61'000'000});
+  REQUIRE(ticks.size() == 1);
+  serve_process server(CASECORE_CLI_PATH, s.url(), {"--read-only"}, {}, s.folder());
+  REQUIRE(server.port() > 0);
+  auto c = client(server);
+  const auto r = c.Get("/schedules");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  const auto& body = r->body;
+  CHECK(body.find("<script") == std::string::npos);
+  CHECK(body.find("<b>") == std::string::npos);
+  CHECK(body.find("&lt;script&gt;document.title=&#39;pwned&#39;&lt;/script&gt;") != std::string::npos);
+  CHECK(body.find("&lt;b&gt;report&lt;/b&gt;") != std::string::npos);
+  CHECK(body.find("nightly-export") != std::string::npos);
+  CHECK(body.find("30 2 * * *") != std::string::npos);
+  CHECK(body.find("Europe/Berlin") != std::string::npos);
+  CHECK(body.find("every 60 s") != std::string::npos);
+  CHECK(body.find("2023-11-14T22:14:00.000000Z") != std::string::npos); // the hostile schedule's last run (its only tick)
+  CHECK(body.find("href=\"/jobs/" + std::to_string(ticks[0].job_id) + "\"") != std::string::npos);
+  CHECK(body.find("never") != std::string::npos); // nightly-export has not run
+  CHECK(server.stop() == 0);
+}
+
+TEST_CASE("serve: wrong operator tokens are throttled per client address (429), the right one works after the window") {
+  scratch_database s;
+  auto db = s.open_migrated();
+  serve_process server(CASECORE_CLI_PATH, s.url(), {"--login-attempts", "3", "--login-window", "2"},
+                       {"CASECORE_OPERATOR_TOKEN=" + token}, s.folder());
+  REQUIRE(server.port() > 0);
+  auto c = client(server);
+  const auto wrong = std::string(token.size(), 'x');
+  for (int i = 0; i < 3; ++i) {
+    const auto r = c.Post("/login", httplib::Params{{"token", wrong}});
+    REQUIRE(r);
+    CHECK(r->status == 403);
+  }
+  const auto throttled = c.Post("/login", httplib::Params{{"token", wrong}});
+  REQUIRE(throttled);
+  CHECK(throttled->status == 429);
+  CHECK(!throttled->get_header_value("Retry-After").empty());
+  // Throttled means the token is not even compared: the right one is refused too until the window passes.
+  const auto right_early = c.Post("/login", httplib::Params{{"token", token}});
+  REQUIRE(right_early);
+  CHECK(right_early->status == 429);
+  CHECK(right_early->get_header_value("Set-Cookie").empty());
+  std::this_thread::sleep_for(std::chrono::milliseconds(2200));
+  const auto right = c.Post("/login", httplib::Params{{"token", token}});
+  REQUIRE(right);
+  CHECK(right->status == 303);
+  CHECK(!right->get_header_value("Set-Cookie").empty());
+  // A successful login clears the address's count: three more mistypes are answered 403, not 429.
+  for (int i = 0; i < 3; ++i) CHECK(c.Post("/login", httplib::Params{{"token", wrong}})->status == 403);
+  CHECK(c.Post("/login", httplib::Params{{"token", wrong}})->status == 429);
+  CHECK(server.stop() == 0);
+}
+
+TEST_CASE("serve: bad login throttle settings are refused at start") {
+  scratch_database s;
+  s.open_migrated();
+  serve_process zero(CASECORE_CLI_PATH, s.url(), {"--login-attempts", "0"}, {"CASECORE_OPERATOR_TOKEN=" + token}, s.folder());
+  REQUIRE(zero.exited());
+  CHECK(*zero.exited() != 0);
+}
+
+#endif // CASECORE_CLI_PATH

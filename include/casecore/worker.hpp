@@ -20,6 +20,14 @@
 // per autovacuum_naptime (1 min by default); checked at most once a second. With
 // worker_options::schedules set, the maintenance thread also enqueues due periodic jobs
 // (schedule.hpp) on every worker.
+// Leader tasks (worker_options::leader_tasks): the host's own periodic work, run on the maintenance
+// thread of the one worker that holds the "casecore.jobs.maintenance" lease (a leader_election,
+// leader.hpp), each every `period`, with the leader's fence. While a worker has leader tasks it
+// ticks its election every leader_ttl / 3 (default leader_ttl: max(3 × maintenance, 3 s)): the
+// leader renews, the others campaign, so a dead leader's tasks move to another worker within
+// leader_ttl + leader_ttl / 3, a stopped one's (stop() resigns) within leader_ttl / 3. A task runs
+// only while this worker believes it leads; a paused leader may still run one after its term
+// ended: fence its writes.
 // Exactly once: a handler that wants its own writes to happen exactly once per stage does them
 // through job_context::complete(): they commit in the same transaction as the stage completion,
 // fenced by the claim's token and expiry on the database clock, so a worker that died, was paused
@@ -60,6 +68,7 @@
 
 #include <casecore/job_queue.hpp>
 #include <casecore/job_queue_admin.hpp>
+#include <casecore/leader.hpp>
 #include <casecore/ports/task_transport.hpp>
 #include <casecore/rate_limiter.hpp>
 
@@ -169,6 +178,10 @@ struct worker_options {
   /// How often this worker enqueues due periodic jobs (schedules::run_due on the database clock, on
   /// the maintenance thread; every worker may, the tick key keeps it exact). 0 = never (the default).
   std::chrono::milliseconds schedules{0};
+  /// Periodic work run only on the maintenance leader (see above; leader.hpp has ready-made tasks).
+  std::vector<leader_task> leader_tasks;
+  /// Term of the maintenance leader's lease (0 = max(3 × maintenance, 3 s)); bounds failover.
+  std::chrono::milliseconds leader_ttl{0};
   /// Sleep until work may be ready or `timeout` passed (default: in-process condition variable).
   std::function<void(std::chrono::milliseconds)> wait_for_work;
   /// Wake sleepers (default: the in-process condition variable); called by notify() and stop().

@@ -11,6 +11,8 @@
 #include <casecore/job_queue_admin.hpp>
 #include <casecore/lease.hpp>
 #include <casecore/metrics.hpp>
+#include <casecore/rate_limiter.hpp>
+#include <casecore/schedule.hpp>
 #include <casecore/url.hpp>
 
 #include <httplib.h>
@@ -155,12 +157,7 @@ public:
     s.Post(R"(/pauses/(pause|resume))", [this](const httplib::Request& req, httplib::Response& res) { pause_action(req, res); });
     s.Get("/leases", [this](const httplib::Request& req, httplib::Response& res) { send(res, page(req, "Leases", leases())); });
     s.Get("/counters", [this](const httplib::Request& req, httplib::Response& res) { send(res, page(req, "Counters", counters())); });
-    s.Get("/schedules", [this](const httplib::Request& req, httplib::Response& res) {
-      // PLACEHOLDER(issue 13, periodic jobs): list schedules with next / last runs once the
-      // schedules API is merged; this page must not guess at it before then.
-      send(res, page(req, "Schedules", "<div class=\"note\">Periodic jobs are not available in this build yet "
-                                       "(issue 13: schedules). This page will list each schedule with its next and last runs.</div>"));
-    });
+    s.Get("/schedules", [this](const httplib::Request& req, httplib::Response& res) { send(res, page(req, "Schedules", schedules())); });
     s.Get("/login", [this](const httplib::Request& req, httplib::Response& res) { send(res, page(req, "Log in", login_form(""))); });
     s.Post("/login", [this](const httplib::Request& req, httplib::Response& res) { login(req, res); });
     s.Post("/logout", [this](const httplib::Request& req, httplib::Response& res) {
@@ -256,12 +253,30 @@ private:
   void login(const httplib::Request& req, httplib::Response& res) {
     if (settings_.read_only) return refuse(req, res, "This dashboard runs read-only (--read-only): there is nothing to log in to.");
     if (!same_origin(req)) return refuse(req, res, "Refused: the request came from another origin.");
+    // Brute force is bounded per client address: every attempt spends a token of a shared rate
+    // limit BEFORE the token is compared, so at most login_attempts guesses per window are ever
+    // evaluated, however many requests race (the limiter is exact across processes).
+    const rate_limiter::limit per_address{settings_.login_attempts, settings_.login_window};
+    const auto throttle_key = "casecore.serve.login:" + req.remote_addr;
+    if (!schema_versions(db_).contains("casecore.rate"))
+      return refuse(req, res, "Refused: the database has no rate limit schema (run `casecore migrate`): logins are disabled.");
+    const auto attempt = rate_limiter::try_acquire(db_, throttle_key, per_address);
+    if (!attempt.acquired) {
+      const auto secs = std::max<std::int64_t>(1, (attempt.retry_after.count() + 999999) / 1000000);
+      res.status = 429;
+      res.set_header("Retry-After", std::to_string(secs));
+      res.set_content(page(req, "Log in", login_form("Too many login attempts from this address: try again in " + std::to_string(secs) +
+                                                     " s.")),
+                      "text/html; charset=utf-8");
+      return;
+    }
     // Both sides are hashed first, so the comparison is constant-time in the token's length too.
     if (!same(mac("token", req.get_param_value("token")), mac("token", settings_.operator_token))) {
       res.status = 403;
       res.set_content(page(req, "Log in", login_form("Wrong operator token.")), "text/html; charset=utf-8");
       return;
     }
+    rate_limiter::forget(db_, throttle_key); // the operator is in: mistypes before this do not count
     const auto head = std::to_string(unix_now() + session_seconds) + "." + detail::random_token();
     const auto value = head + "." + mac("session", head);
     res.set_header("Set-Cookie", std::string(session_cookie) + "=" + value + "; Path=/; HttpOnly; SameSite=Strict; Max-Age=" +
@@ -576,6 +591,28 @@ private:
       out += "<tr><td>" + html(l.name) + "</td><td>" + html(l.owner) + "</td><td class=\"num\">" + num(l.token) + "</td><td>" +
              (l.held ? "<span class=\"ok\">held</span>" : "expired / released") + "</td><td>" + html(iso_time(l.expires_at)) +
              "</td><td>" + html(iso_time(l.acquired_at)) + "</td></tr>";
+    return out + "</table>";
+  }
+
+  /// Every schedule by name with its spec, next run and last run (as `casecore schedule list`).
+  std::string schedules() {
+    if (!schema_versions(db_).contains("casecore.schedules")) return "<p>The database has no schedule schema (run <code>casecore migrate</code>).</p>";
+    const auto all = schedules::list(db_);
+    if (all.empty()) return "<p>No schedules are declared (schedule.hpp: schedules::upsert).</p>";
+    std::string out = "<table id=\"schedules\"><tr><th>name</th><th>spec</th><th>zone</th><th>catch-up</th><th>operation</th>"
+                      "<th>next run</th><th>last run</th><th>last job</th></tr>";
+    for (const auto& i : all) {
+      const auto& sp = i.spec;
+      std::string spec = sp.cron;
+      if (spec.empty()) {
+        spec = "every " + num(sp.every.count() / 1000) + " s";
+        if (sp.offset.count() != 0) spec += " +" + num(sp.offset.count() / 1000) + " s";
+      }
+      out += "<tr><td>" + html(sp.name) + "</td><td>" + html(spec) + "</td><td>" + html(sp.zone) + "</td><td>" +
+             html(schedules::to_string(sp.policy)) + "</td><td>" + html(sp.job.operation) + "</td><td>" + html(iso_time(i.next_at)) +
+             "</td><td>" + (i.last_tick_at ? html(iso_time(i.last_tick_at)) : "never") + "</td><td>" +
+             (i.last_job_id ? "<a href=\"/jobs/" + num(i.last_job_id) + "\">" + num(i.last_job_id) + "</a>" : "-") + "</td></tr>";
+    }
     return out + "</table>";
   }
 

@@ -20,6 +20,7 @@
 
 #include <casecore/database.hpp>
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -35,6 +36,12 @@ struct serve_settings {
   int port = 0;                   ///< listening port (after binding)
   bool read_only = false;         ///< refuse every POST
   std::string operator_token;     ///< the operator token (empty only when read_only)
+  /// Login attempts (right or wrong) per client address per login_window, counted in the database
+  /// with casecore::rate_limiter (every serve process of one database shares them); beyond it the
+  /// login answers 429 with Retry-After without looking at the token. A successful login clears
+  /// the address's count.
+  int login_attempts = 10;
+  std::chrono::milliseconds login_window{60000}; ///< the sliding window of login_attempts
 };
 
 /// Mount the dashboard's routes, security headers and error pages on `server`. `db` must be open

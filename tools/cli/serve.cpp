@@ -72,17 +72,29 @@ void add_serve(CLI::App& app, const context& ctx, action& run) {
     std::string listen = "127.0.0.1:8080";
     std::string token_file;
     bool read_only = false;
+    int login_attempts = 10;
+    double login_window = 60;
   };
   auto args = std::make_shared<args_t>();
   auto* cmd = app.add_subcommand("serve", "Serve the web dashboard and /metrics (docs/operations.md)");
   cmd->add_option("--listen", args->listen, "HOST:PORT to listen on (port 0: any free port)")->capture_default_str();
   cmd->add_flag("--read-only", args->read_only, "Pages and /metrics only: every action is refused, no token needed");
   cmd->add_option("--token-file", args->token_file, "File holding the operator token (mode 0600); or set CASECORE_OPERATOR_TOKEN");
+  cmd->add_option("--login-attempts", args->login_attempts, "Login attempts per client address per --login-window (then 429)")
+      ->capture_default_str()
+      ->type_name("N");
+  cmd->add_option("--login-window", args->login_window, "Seconds of the login throttle's sliding window")
+      ->capture_default_str()
+      ->type_name("SECONDS");
   cmd->callback([&ctx, &run, args] {
     run = [&ctx, args] {
       serve_settings settings;
       std::tie(settings.host, settings.port) = parse_listen(args->listen);
       settings.read_only = args->read_only;
+      if (args->login_attempts < 1 || args->login_attempts > 100000) raise(errc::invalid_argument, "--login-attempts must be 1..100000");
+      if (!(args->login_window >= 0.001 && args->login_window <= 86400)) raise(errc::invalid_argument, "--login-window must be 0.001..86400 seconds");
+      settings.login_attempts = args->login_attempts;
+      settings.login_window = std::chrono::milliseconds(static_cast<std::int64_t>(args->login_window * 1000));
       if (!settings.read_only) settings.operator_token = operator_token(args->token_file);
       auto db = settings.read_only ? ctx.open_db(access::read) : open_migrated(ctx, "casecore.jobs", access::write);
 
