@@ -23,6 +23,7 @@
 #include <casecore/health.hpp>
 #include <casecore/job_queue.hpp>
 #include <casecore/job_queue_admin.hpp>
+#include <casecore/job_outputs.hpp>
 #include <casecore/lease.hpp>
 #include <casecore/links.hpp>
 #include <casecore/log.hpp>
