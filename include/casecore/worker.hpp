@@ -266,7 +266,7 @@ public:
   /// Drain-then-stop for deploys (header comment): no new claims, unstarted jobs handed back at
   /// once, running stages finish until `timeout`, then what is still held is handed back and its
   /// handlers told to stop. invalid_argument for a negative timeout; a worker not started returns
-  /// at once (stopped = true).
+  /// at once (stopped = true). Call start(), stop() and drain() from one controlling thread.
   drain_result drain(std::chrono::milliseconds timeout);
   /// Wake sleeping threads (new work was enqueued).
   void notify();
