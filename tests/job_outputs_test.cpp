@@ -155,6 +155,27 @@ TEST_CASE("outputs: a handler that fails leaves no output; the retried stage's o
   CHECK(all[0].data == "from the run that completed");
 }
 
+TEST_CASE("outputs: a handler that snoozes leaves no output and can set none after the snooze") {
+  scratch_database s;
+  auto db = s.open_migrated();
+  const auto id = jobs::enqueue(db, spec("doc:9", {"extract"})).id;
+  jobs::worker w(db, options());
+  bool refused = false;
+  w.on_stage("extract", [&](jobs::job_context& ctx) {
+    ctx.set_output("not yet");
+    ctx.snooze(1h);
+    try {
+      ctx.set_output("after the snooze");
+    } catch (const invalid_argument&) {
+      refused = true;
+    }
+  });
+  CHECK(w.run_once() == 1);
+  CHECK(refused);
+  CHECK(state_of(db, id) == jobs::job_state::queued);
+  CHECK(jobs::outputs(db, id).empty());
+}
+
 TEST_CASE("outputs: a handler whose claim was lost before its completion leaves no output") {
   scratch_database s;
   auto db = s.open_migrated();

@@ -15,7 +15,9 @@
 // Bounds: at most worker_options::max_output bytes (default 64 KiB, up to 16 MiB). JSON text must
 // be valid UTF-8 without raw control characters (checked locally) and valid JSON as the database's
 // own parser reads it (SQLite json_valid, PostgreSQL's json type; checked by one read statement in
-// set_output_json, and again by the column's CHECK / type when it is stored).
+// set_output_json, and again by the column's CHECK / type when it is stored). That read uses a
+// second pooled connection when set_output_json is called inside complete(f): with a pool of one
+// connection, set JSON outputs before complete().
 // Failure modes: invalid_argument (too large, invalid UTF-8 / JSON, set after the stage completed or
 // snoozed, an unknown stage name) and nothing is recorded; lease_lost from the completion when the
 // claim is gone (the output is not written).
