@@ -12,6 +12,7 @@ std::vector<migration> file_migrations();      // file_registry.cpp
 std::vector<migration> lease_migrations();     // lease.cpp
 std::vector<migration> job_migrations();       // job_queue.cpp
 std::vector<migration> job_dependency_migrations(); // job_dependencies.cpp
+std::vector<migration> job_output_migrations(); // job_outputs.cpp (stage outputs; after the jobs table)
 std::vector<migration> kit_migrations();       // single_flight.cpp (cross-process claims)
 std::vector<migration> schedule_migrations();  // schedule.cpp (periodic jobs)
 std::vector<migration> telemetry_migrations(); // metrics_database.cpp (indexes the metrics read)
@@ -28,6 +29,7 @@ std::vector<migration> casecore_migrations() {
   add(detail::lease_migrations());
   add(detail::job_migrations());
   add(detail::job_dependency_migrations());
+  add(detail::job_output_migrations());
   add(detail::kit_migrations());
   add(detail::schedule_migrations());
   add(detail::telemetry_migrations());

@@ -5,6 +5,7 @@
 #include <casecore/schedule.hpp>
 #include <casecore/log.hpp>
 #include <casecore/worker.hpp>
+#include "job_outputs_internal.hpp"
 
 #include <boost/thread/thread.hpp>
 
@@ -25,6 +26,9 @@ struct claim_signal {
   // BEFORE the claim / heartbeat statement that set the expiry, plus the lease. The database set
   // expiry = its now + lease at a moment after that, so this never overestimates the claim.
   std::atomic<std::int64_t> held_until_ns{0};
+  // Who runs the claimed job: 0 waiting in its batch, 1 started by its thread, 2 handed back by
+  // drain() (the two race through compare-and-swap from 0, so a job is never both run and released).
+  std::atomic<int> phase{0};
 };
 } // namespace casecore::detail
 
@@ -64,6 +68,8 @@ void job_context::complete(const std::function<void(transaction&)>& f) {
   if (lost()) throw lease_lost("job " + std::to_string(job_.id) + ": the claim was lost");
   cancel_seen_ = db_.write([&](transaction& tx) {
     f(tx);
+    // The output rides on the fenced completion below: a lost claim rolls it back with the stage.
+    if (output_) internal::write_output(tx, job_.id, job_.lease_epoch, stage_, stage(), {output_->first, output_->second});
     // The fence is the completing statement itself (token + expiry on the database clock); it is the
     // only statement that locks the job row, so heartbeats never wait for `f`.
     const stage_done d{ref(), stage_, started_at_};
@@ -72,6 +78,24 @@ void job_context::complete(const std::function<void(transaction&)>& f) {
     return o[0].cancel_requested;
   });
   completed_ = true;
+}
+
+void job_context::set_pending_output(output_kind kind, std::string_view data) {
+  if (completed_) raise(errc::invalid_argument, "job " + std::to_string(job_.id) + ": stage already completed; set its output before complete()");
+  if (snoozed_) raise(errc::invalid_argument, "job " + std::to_string(job_.id) + " was snoozed: its claim ended");
+  check_output(kind, data, max_output_);
+  if (kind == output_kind::json) internal::check_json(db_, data);
+  output_.emplace(kind, std::string(data));
+}
+
+void job_context::set_output(std::string_view bytes) { set_pending_output(output_kind::bytes, bytes); }
+
+void job_context::set_output_json(std::string_view text) { set_pending_output(output_kind::json, text); }
+
+std::optional<stage_output> job_context::output(std::string_view name) {
+  if (std::find(job_.stages.begin(), job_.stages.end(), name) == job_.stages.end())
+    raise(errc::invalid_argument, "job " + std::to_string(job_.id) + " has no stage of that name");
+  return jobs::output(db_, job_.id, name);
 }
 
 void job_context::snooze(std::chrono::milliseconds delay) {
@@ -129,6 +153,11 @@ struct worker::state {
 
   std::mutex slots_m;
   std::vector<std::int64_t> slot_job; // job whose handler handler thread i runs now (0: none)
+
+  // Handler threads still inside thread_main: drain() waits for none to be left.
+  std::mutex live_m;
+  std::condition_variable live_cv;
+  int live = 0;
 
   mutable std::mutex stats_m;
   worker_stats stats;
@@ -353,6 +382,7 @@ struct worker::state {
         }
         const auto& stage = j.stages[static_cast<std::size_t>(i)];
         job_context ctx(db, j, i, started, sig);
+        ctx.max_output_ = opt.max_output;
         std::string error;
         const auto result = run_handler(find(j.operation, stage), ctx, slot, error);
         if (ctx.snoozed()) { // the claim ended with the snooze, whatever the handler did after it
@@ -371,7 +401,8 @@ struct worker::state {
           fail(db, ref, i, error, opt.retry);
           break;
         }
-        if (!ctx.completed() && i + 1 == static_cast<int>(j.stages.size())) {
+        // A last stage with an output completes on its own: the batch flush writes no outputs.
+        if (!ctx.completed() && !ctx.output_ && i + 1 == static_cast<int>(j.stages.size())) {
           deferred.push_back({ref, i, ctx.started_at_});
           return; // stays held (heartbeats continue) until the batch is flushed
         }
@@ -423,6 +454,9 @@ struct worker::state {
     bump(&worker_stats::claimed, batch.size());
     std::vector<stage_done> deferred;
     for (const auto& j : batch) {
+      const auto sig = signal_of(j.id);
+      int waiting = 0;
+      if (!sig || !sig->phase.compare_exchange_strong(waiting, 1)) continue; // drain() handed it back
       if (stopping) { // hand unstarted jobs back at once
         try {
           if (release(db, {j.id, j.lease_epoch})) bump(&worker_stats::released);
@@ -453,6 +487,63 @@ struct worker::state {
         else wait(opt.poll);
       }
     }
+  }
+
+  // --- drain ----------------------------------------------------------------------------------
+
+  void wake_all() {
+    wake();
+    {
+      std::lock_guard g(wake_m);
+      ++wake_seq;
+    }
+    wake_cv.notify_all();
+  }
+
+  // Hands held jobs back to the queue: every job no thread has started (its thread then skips it)
+  // and, with `started`, also those whose handler runs (or whose completion is pending): they are
+  // released and their handlers told as for a lost claim. Returns how many of the latter were told.
+  std::uint64_t hand_back(bool started) {
+    struct pick {
+      claim_ref ref;
+      std::shared_ptr<casecore::detail::claim_signal> sig;
+      bool running;
+    };
+    std::vector<pick> picked;
+    {
+      std::lock_guard g(held_m);
+      for (const auto& [id, h] : held) {
+        int phase = 0;
+        if (h.second->phase.compare_exchange_strong(phase, 2)) picked.push_back({{id, h.first}, h.second, false});
+        else if (started && phase == 1) picked.push_back({{id, h.first}, h.second, true});
+      }
+    }
+    std::uint64_t told = 0;
+    for (const auto& p : picked) {
+      bool back = false, unknown = false;
+      try {
+        back = release(db, p.ref); // fenced: false when the stage's completion won the race
+      } catch (const std::exception&) {
+        unknown = true; // not handed back: the claim expires and is reclaimed
+      }
+      if (back) bump(&worker_stats::released);
+      if (p.running && (back || unknown)) {
+        mark_lost(p.ref.id, *p.sig);
+        ++told;
+      }
+      unhold(p.ref.id);
+    }
+    return told;
+  }
+
+  void stop_background() {
+    {
+      std::lock_guard g(bg_m);
+      bg_stop = true;
+    }
+    bg_cv.notify_all();
+    if (heartbeat_thread.joinable()) heartbeat_thread.join();
+    if (maintenance_thread.joinable()) maintenance_thread.join();
   }
 
   // --- background threads ---------------------------------------------------------------------
@@ -629,6 +720,8 @@ worker::worker(database db, worker_options options) {
       if (options.start_limits[k].operation == l.operation && options.start_limits[k].per_concurrency_key == l.per_concurrency_key)
         raise(errc::invalid_argument, "two start limits for operation '" + l.operation + "'");
   }
+  if (options.max_output == 0 || options.max_output > max_output_limit)
+    raise(errc::invalid_argument, "worker max_output must be 1.." + std::to_string(max_output_limit) + " bytes");
   if (options.maintenance.count() < 0) raise(errc::invalid_argument, "worker maintenance period must not be negative");
   if (options.schedules.count() < 0) raise(errc::invalid_argument, "worker schedules period must not be negative");
   if (options.leader_ttl.count() < 0) raise(errc::invalid_argument, "worker leader_ttl must not be negative");
@@ -671,10 +764,25 @@ void worker::start() {
     s.slot_job.assign(static_cast<std::size_t>(s.opt.threads), 0);
   }
   {
+    std::lock_guard g(s.live_m);
+    s.live = s.opt.threads;
+  }
+  {
     // mark_lost indexes `threads` under slots_m: build it completely before anyone can.
     std::lock_guard g(s.slots_m);
     s.threads.reserve(static_cast<std::size_t>(s.opt.threads));
-    for (int i = 0; i < s.opt.threads; ++i) s.threads.emplace_back([&s, i] { s.thread_main(i); });
+    for (int i = 0; i < s.opt.threads; ++i)
+      s.threads.emplace_back([&s, i] {
+        struct leaving {
+          state& s;
+          ~leaving() {
+            std::lock_guard g(s.live_m);
+            --s.live;
+            s.live_cv.notify_all();
+          }
+        } bye{s};
+        s.thread_main(i);
+      });
   }
   s.heartbeat_thread = boost::thread([&s] { s.heartbeat_main(); });
   s.maintenance_thread = boost::thread([&s] { s.maintenance_main(); });
@@ -684,26 +792,49 @@ void worker::stop() {
   auto& s = *state_;
   if (!s.running) return;
   s.stopping = true;
-  s.wake();
-  {
-    std::lock_guard g(s.wake_m);
-    ++s.wake_seq;
-  }
-  s.wake_cv.notify_all();
-  for (auto& t : s.threads) t.join();
-  {
-    std::lock_guard g(s.bg_m);
-    s.bg_stop = true;
-  }
-  s.bg_cv.notify_all();
-  s.heartbeat_thread.join();
-  s.maintenance_thread.join();
+  s.wake_all();
+  for (auto& t : s.threads)
+    if (t.joinable()) t.join(); // drain() may have joined none, or the background threads only
+  s.stop_background();
   {
     std::lock_guard g(s.slots_m);
     s.slot_job.clear();
   }
   s.threads.clear();
   s.running = false;
+}
+
+drain_result worker::drain(std::chrono::milliseconds timeout) {
+  if (timeout.count() < 0) raise(errc::invalid_argument, "drain timeout must not be negative");
+  auto& s = *state_;
+  drain_result r;
+  if (!s.running) {
+    r.stopped = true;
+    return r;
+  }
+  const auto deadline = steady::now() + timeout;
+  const auto before = stats();
+  s.stopping = true; // no thread starts another claim
+  s.wake_all();
+  s.hand_back(false); // at once: another worker may take them while the running handlers go on
+  bool idle = false;
+  {
+    std::unique_lock g(s.live_m);
+    idle = s.live_cv.wait_until(g, deadline, [&] { return s.live == 0; });
+  }
+  if (idle) {
+    stop(); // the handler threads have ended: joins them and the background threads
+  } else {
+    r.interrupted = s.hand_back(true);
+    s.stop_background(); // nothing is held any more; stop() joins the told handlers' threads later
+  }
+  const auto after = stats();
+  r.finished = after.stages - before.stages;
+  r.succeeded = after.succeeded - before.succeeded;
+  r.failed = after.failures - before.failures;
+  r.handed_back = after.released - before.released;
+  r.stopped = idle;
+  return r;
 }
 
 void worker::notify() { state_->wake(); }

@@ -11,6 +11,7 @@
 #include <casecore/outbox.hpp>
 #include <casecore/url.hpp>
 #include <casecore/version.hpp>
+#include <casecore/worker.hpp>
 #include <casecore/testing/fixture.hpp>
 #include <doctest/doctest.h>
 
@@ -433,7 +434,7 @@ TEST_CASE("cli: job list, show, retry, cancel and stats") {
   CHECK(r.out.starts_with("{\"job\":{\"id\":" + std::to_string(failed_id) + ","));
   CHECK(has(r.out, "\"stages\":[{\"stage\":\"count\",\"position\":0,\"state\":\"succeeded\",\"attempts\":1,"));
   CHECK(has(r.out, "{\"stage\":\"index\",\"position\":1,\"state\":\"failed\",\"attempts\":1,"));
-  CHECK(has(r.out, "\"error\":\"index broke\"}]}"));
+  CHECK(has(r.out, "\"error\":\"index broke\"}],\"outputs\":[]}"));
   r = cli(s, {"job", "show", "999999"});
   CHECK(r.code == 4);
   CHECK(has(r.err, "[not_found]"));
@@ -656,6 +657,43 @@ TEST_CASE("cli: an unknown PostgreSQL database or role is a configuration error,
   r = cli_process({"--json", "--db", "postgresql://casecore_no_such_role@" + host + "/" + u.dbname, "status"}, s.folder()).wait();
   CHECK(r.code == 2);
   CHECK(has(r.out, "{\"error\":{\"code\":\"configuration\""));
+}
+
+TEST_CASE("cli: job show prints stage outputs escaped; --json embeds JSON outputs and base64 bytes") {
+  scratch_database s;
+  auto db = s.open_migrated();
+  jobs::job_spec spec;
+  spec.operation = "ocr";
+  spec.subject = "doc:1";
+  spec.stages = {"extract", "render"};
+  const auto id = jobs::enqueue(db, spec).id;
+  jobs::worker_options o;
+  o.owner = "w1";
+  o.threads = 1;
+  jobs::worker w(db, o);
+  // U+202E (right-to-left override) is valid JSON text and must not reach a terminal raw.
+  const std::string json = "{\"title\": \"\xe2\x80\xae" "evil\", \"pages\": [1, 2]}";
+  w.on_stage("extract", [&](jobs::job_context& ctx) { ctx.set_output_json(json); });
+  w.on_stage("render", [](jobs::job_context& ctx) { ctx.set_output(std::string("\x1b[2J\x00\xff", 6)); });
+  REQUIRE(w.run_once() == 1);
+
+  auto r = cli(s, {"job", "show", std::to_string(id)});
+  CHECK(r.code == 0);
+  CHECK(has(r.out, "\nposition\tstage\tkind\tsize\twritten_at\toutput\n"));
+  CHECK(has(r.out, "\n0\textract\tjson\t" + std::to_string(json.size()) + "\t20"));
+  CHECK(has(r.out, "\t{\"title\": \"\\u{202e}evil\", \"pages\": [1, 2]}\n"));
+  CHECK(has(r.out, "\n1\trender\tbytes\t6\t20"));
+  CHECK(has(r.out, "\thex:1b5b324a00ff\n"));
+  CHECK_FALSE(has(r.out, "\xe2\x80\xae"));
+  CHECK_FALSE(has(r.out, "\x1b"));
+
+  r = cli(s, {"job", "show", std::to_string(id), "--json"});
+  CHECK(r.code == 0);
+  CHECK(has(r.out, "\"outputs\":[{\"stage\":\"extract\",\"position\":0,\"kind\":\"json\",\"size\":" + std::to_string(json.size()) +
+                       ",\"lease_epoch\":"));
+  CHECK(has(r.out, ",\"json\":" + json + "}"));
+  CHECK(has(r.out, "{\"stage\":\"render\",\"position\":1,\"kind\":\"bytes\",\"size\":6,"));
+  CHECK(has(r.out, ",\"base64\":\"G1sySgD/\"}]}"));
 }
 
 #endif

@@ -11,6 +11,7 @@
 #include <casecore/schedule.hpp>
 #include <casecore/testing/fixture.hpp>
 #include <casecore/url.hpp>
+#include <casecore/worker.hpp>
 #include <doctest/doctest.h>
 
 #include <httplib.h>
@@ -433,6 +434,41 @@ TEST_CASE("serve: bad login throttle settings are refused at start") {
   serve_process zero(CASECORE_CLI_PATH, s.url(), {"--login-attempts", "0"}, {"CASECORE_OPERATOR_TOKEN=" + token}, s.folder());
   REQUIRE(zero.exited());
   CHECK(*zero.exited() != 0);
+}
+
+TEST_CASE("serve: stage outputs on a job's page are escaped, bytes shown as hex") {
+  scratch_database s;
+  auto db = s.open_migrated();
+  jobs::job_spec spec;
+  spec.operation = "render";
+  spec.subject = "doc:1";
+  spec.stages = {"extract", "render"};
+  const auto id = jobs::enqueue(db, spec).id;
+  jobs::worker_options o;
+  o.owner = "w1";
+  o.threads = 1;
+  jobs::worker w(db, o);
+  w.on_stage("extract", [](jobs::job_context& ctx) {
+    ctx.set_output_json(R"({"title": "</pre><script>document.title='pwned'</script>", "note": "<b>x</b> & \"q\""})");
+  });
+  w.on_stage("render", [](jobs::job_context& ctx) { ctx.set_output("<script>alert(1)</script>"); });
+  REQUIRE(w.run_once() == 1);
+  REQUIRE(jobs::outputs(db, id).size() == 2);
+
+  serve_process server(CASECORE_CLI_PATH, s.url(), {"--read-only"}, {}, s.folder());
+  auto c = client(server);
+  const auto r = c.Get("/jobs/" + std::to_string(id));
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  const auto& body = r->body;
+  CHECK(body.find("id=\"outputs\"") != std::string::npos);
+  CHECK(body.find("<script") == std::string::npos);
+  CHECK(body.find("<b>") == std::string::npos);
+  CHECK(body.find("'pwned'") == std::string::npos);
+  CHECK(body.find("&lt;/pre&gt;&lt;script&gt;document.title=&#39;pwned&#39;&lt;/script&gt;") != std::string::npos);
+  CHECK(body.find("&lt;b&gt;x&lt;/b&gt; &amp; \\&quot;q\\&quot;") != std::string::npos);
+  CHECK(body.find("3c7363726970743e616c657274283129") != std::string::npos); // "<script>alert(1)" as hex
+  CHECK(server.stop() == 0);
 }
 
 #endif // CASECORE_CLI_PATH

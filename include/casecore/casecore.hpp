@@ -21,6 +21,7 @@
 #include <casecore/file_registry.hpp>
 #include <casecore/hash.hpp>
 #include <casecore/health.hpp>
+#include <casecore/job_outputs.hpp>
 #include <casecore/job_queue.hpp>
 #include <casecore/job_queue_admin.hpp>
 #include <casecore/leader.hpp>

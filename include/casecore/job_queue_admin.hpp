@@ -25,6 +25,7 @@
 //   jobs::resume(db, {.operation = "ocr"});
 #pragma once
 
+#include <casecore/job_outputs.hpp> // jobs::outputs(db, id): what each stage recorded
 #include <casecore/job_queue.hpp>
 
 #include <casecore/export.hpp>

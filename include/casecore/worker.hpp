@@ -62,11 +62,26 @@
 // retried or snoozed job takes a new token when it starts again. Every worker must be configured
 // with the same limits (the limiter follows the last caller's N). The bound counts starts, not
 // running jobs (max_running / max_per_key bound those).
+// Outputs (job_outputs.hpp): job_context::set_output / set_output_json record this stage's output,
+// written in the transaction that completes the stage (fenced like it: a failed, snoozed or lost
+// run writes nothing); later stages read it with job_context::output("stage"), operators with
+// jobs::outputs. At most worker_options::max_output bytes (default 64 KiB).
+// Drain (deploys): drain(timeout) stops claiming at once, hands every claimed job that has not
+// started back to the queue at once (another worker can claim it while the running handlers go
+// on), lets each running handler finish its stage (later stages of its job are handed back, as by
+// stop()), and returns when they have, or at the deadline. A job still held at the deadline is
+// handed back too (release: the attempt is not counted) and its handler is told as for a lost claim
+// (lost(), stop_token(), Boost interruption); whatever it commits afterwards through complete() or
+// write() is refused (lease_lost) and fenced ports refuse its token once the job is claimed again.
+// A thread cannot be killed: a handler that ignores the signal runs on until it returns, and stop()
+// or the destructor waits for it (drain_result::stopped is false then). A claim that was already
+// in flight when drain() began may still return jobs: they are handed back unstarted.
 // Failure modes: a handler's exception fails the attempt (retry with backoff, then failed); a lost
 // claim drops the job silently. Thread-safe.
 #pragma once
 
 #include <casecore/job_queue.hpp>
+#include <casecore/job_outputs.hpp>
 #include <casecore/job_queue_admin.hpp>
 #include <casecore/leader.hpp>
 #include <casecore/ports/task_transport.hpp>
@@ -76,8 +91,11 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stop_token>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include <casecore/export.hpp>
@@ -130,6 +148,16 @@ public:
   micros started_at() const noexcept { return started_at_; }
   /// The database.
   database& db() noexcept { return db_; }
+  /// Record `bytes` as this stage's output, written with the stage's completion (job_outputs.hpp);
+  /// replaces an earlier set_output of this run. invalid_argument (nothing recorded) when empty or
+  /// larger than worker_options::max_output, or after the stage completed or the job was snoozed.
+  void set_output(std::string_view bytes);
+  /// Record JSON text as this stage's output, like set_output; also invalid_argument unless it is
+  /// valid UTF-8 and valid JSON (one read statement asks the database's JSON parser).
+  void set_output_json(std::string_view text);
+  /// The output stage `stage` of this job recorded with its completion, or nullopt (one read);
+  /// invalid_argument when the job declares no such stage.
+  std::optional<stage_output> output(std::string_view stage);
 
 private:
   database& db_;
@@ -140,6 +168,9 @@ private:
   bool completed_ = false;
   bool snoozed_ = false;
   bool cancel_seen_ = false;
+  std::size_t max_output_ = default_max_output;
+  std::optional<std::pair<output_kind, std::string>> output_; // set, not yet written
+  void set_pending_output(output_kind kind, std::string_view data);
   friend class worker;
 };
 
@@ -192,6 +223,8 @@ struct worker_options {
   std::shared_ptr<task_transport> transport;
   /// The transport topic producers notify (see notify_after_commit).
   std::string topic = "casecore.jobs";
+  /// Largest stage output a handler may record, in bytes (1 .. max_output_limit; job_outputs.hpp).
+  std::size_t max_output = default_max_output;
 };
 
 /// After `tx` commits, tell workers listening on `topic` that work is ready (never on rollback).
@@ -214,6 +247,16 @@ struct worker_stats {
   std::uint64_t scheduled = 0;  ///< periodic-job ticks this worker enqueued (worker_options::schedules)
 };
 
+/// What drain() did (counted from when it began).
+struct drain_result {
+  std::uint64_t finished = 0;    ///< stages completed by the handlers that were running
+  std::uint64_t succeeded = 0;   ///< jobs that finished
+  std::uint64_t failed = 0;      ///< failed attempts (those jobs retry per their backoff, on any worker)
+  std::uint64_t handed_back = 0; ///< jobs handed back to the queue (unstarted, between stages, or at the deadline)
+  std::uint64_t interrupted = 0; ///< of those, jobs still held at the deadline whose handlers were told to stop
+  bool stopped = false;          ///< every thread ended (false: a told handler still runs; stop() waits for it)
+};
+
 /// A pool of threads running registered stage handlers.
 class worker {
 public:
@@ -233,6 +276,11 @@ public:
   void start();
   /// Finish running stages, release held jobs, join. Idempotent.
   void stop();
+  /// Drain-then-stop for deploys (header comment): no new claims, unstarted jobs handed back at
+  /// once, running stages finish until `timeout`, then what is still held is handed back and its
+  /// handlers told to stop. invalid_argument for a negative timeout; a worker not started returns
+  /// at once (stopped = true). Call start(), stop() and drain() from one controlling thread.
+  drain_result drain(std::chrono::milliseconds timeout);
   /// Wake sleeping threads (new work was enqueued).
   void notify();
   /// Claim one batch and run it on the calling thread; returns the number of jobs claimed.

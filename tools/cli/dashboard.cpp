@@ -547,8 +547,27 @@ private:
              "</td><td class=\"num\">" + ms(rec->started_at, rec->finished_at) + "</td><td>" + html(rec->error) + "</td></tr>";
     }
     out += "</table>";
-    // PLACEHOLDER(issue 13, snooze and outputs): each stage's recorded output (bytes or JSON text)
-    // goes here once the stage outputs API is merged.
+    // Each stage's recorded output (job_outputs.hpp): JSON text escaped in a <pre>, bytes as their
+    // length and a hex prefix (never as markup, whatever they hold).
+    if (schema_versions(db_).contains("casecore.job_outputs")) {
+      const auto outputs = jobs::outputs(db_, j->id);
+      if (!outputs.empty()) {
+        out += "<h2>Outputs</h2><table id=\"outputs\"><tr><th>#</th><th>stage</th><th>kind</th><th>size</th><th>written</th><th>output</th></tr>";
+        for (const auto& o : outputs) {
+          out += "<tr><td class=\"num\">" + num(o.position) + "</td><td>" + html(o.stage) + "</td><td>" + html(jobs::to_string(o.kind)) +
+                 "</td><td class=\"num\">" + num(o.data.size()) + "</td><td>" + html(iso_time(o.written_at)) + "</td><td>";
+          if (o.kind == jobs::output_kind::json) {
+            out += "<pre class=\"output\">" + html(std::string_view(o.data).substr(0, payload_shown)) + "</pre>";
+            if (o.data.size() > payload_shown) out += "Showing the first " + num(payload_shown) + " bytes.";
+          } else {
+            const auto shown = std::string_view(o.data).substr(0, 64);
+            out += "<code>" + hex(reinterpret_cast<const unsigned char*>(shown.data()), shown.size()) + (o.data.size() > shown.size() ? "..." : "") + "</code>";
+          }
+          out += "</td></tr>";
+        }
+        out += "</table>";
+      }
+    }
     out += "<h2>Payload</h2>";
     if (j->payload.empty()) out += "<p>(empty)</p>";
     else {

@@ -3,6 +3,9 @@
 
 #include <casecore/job_queue.hpp>
 #include <casecore/job_queue_admin.hpp>
+#include <casecore/job_outputs.hpp>
+
+#include <openssl/evp.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -23,6 +26,51 @@ std::string pause_json(const jobs::pause_record& p) {
   return object({{"operation", quote(p.target.operation)}, {"concurrency_key", quote(p.target.concurrency_key)},
                  {"paused_at_us", num(p.paused_at)}, {"paused_by", quote(p.paused_by)}, {"reason", quote(p.reason)},
                  {"paused_jobs", num(p.paused_jobs)}});
+}
+
+// Stage outputs (job_outputs.hpp): JSON text as JSON; bytes as base64 under --json, and as their
+// length and a hex prefix in the table.
+std::string base64(std::string_view bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(bytes.data()),
+                                static_cast<int>(bytes.size()));
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
+
+std::string hex_prefix(std::string_view bytes, std::size_t shown = 32) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  for (std::size_t i = 0; i < std::min(shown, bytes.size()); ++i) {
+    const auto c = static_cast<unsigned char>(bytes[i]);
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return bytes.size() > shown ? out + "..." : out;
+}
+
+std::string output_json(const jobs::stage_output& o) {
+  std::vector<std::pair<std::string, std::string>> f{{"stage", quote(o.stage)}, {"position", num(o.position)},
+                                                     {"kind", quote(jobs::to_string(o.kind))}, {"size", num(o.data.size())},
+                                                     {"lease_epoch", num(o.lease_epoch)}, {"written_at_us", num(o.written_at)}};
+  bool raw = o.kind == jobs::output_kind::json;
+  if (raw) {
+    try { // stored JSON was parsed by the database; this keeps --json valid UTF-8 whatever is stored
+      jobs::check_output(o.kind, o.data, o.data.size());
+    } catch (const casecore::error&) {
+      raw = false;
+    }
+  }
+  if (raw) f.emplace_back("json", o.data);
+  else if (o.kind == jobs::output_kind::json) f.emplace_back("text", quote(o.data));
+  else f.emplace_back("base64", quote(base64(o.data)));
+  return object(f);
+}
+
+std::vector<jobs::stage_output> job_outputs(database& db, std::int64_t id) {
+  // A database migrated before stage outputs existed has none to show.
+  if (!schema_versions(db).contains("casecore.job_outputs")) return {};
+  return jobs::outputs(db, id);
 }
 
 std::string target_text(const jobs::pause_target& t) {
@@ -65,7 +113,7 @@ jobs::job existing_job(database& db, std::int64_t id) {
   return *j;
 }
 
-void print_job(const jobs::job& j, const std::vector<jobs::stage_record>& stages) {
+void print_job(const jobs::job& j, const std::vector<jobs::stage_record>& stages, const std::vector<jobs::stage_output>& outputs) {
   std::cout << "job       " << j.id << "\n"
             << "state     " << jobs::to_string(j.state) << (j.cancel_requested && j.state == jobs::job_state::running ? " (cancel requested)" : "") << "\n"
             << "operation " << text(j.operation) << "\n"
@@ -92,6 +140,12 @@ void print_job(const jobs::job& j, const std::vector<jobs::stage_record>& stages
     std::snprintf(ms, sizeof ms, "%.3f", static_cast<double>(rec->finished_at - rec->started_at) / 1000.0);
     print_row({num(i), rec->stage, rec->state, num(rec->attempts), iso_time(rec->started_at), ms, rec->error});
   }
+  if (outputs.empty()) return;
+  std::cout << "\n";
+  print_row({"position", "stage", "kind", "size", "written_at", "output"});
+  for (const auto& o : outputs)
+    print_row({num(o.position), o.stage, std::string(jobs::to_string(o.kind)), num(o.data.size()), iso_time(o.written_at),
+               o.kind == jobs::output_kind::json ? o.data : "hex:" + hex_prefix(o.data)});
 }
 
 void add_job(CLI::App& app, const context& ctx, action& run) {
@@ -137,13 +191,15 @@ void add_job(CLI::App& app, const context& ctx, action& run) {
       auto db = open_migrated(ctx, "casecore.jobs", access::read);
       const auto j = existing_job(db, args->id);
       const auto stages = jobs::stages(db, args->id);
+      const auto outputs = job_outputs(db, args->id);
       if (!ctx.json) {
-        print_job(j, stages);
+        print_job(j, stages, outputs);
         return;
       }
-      std::vector<std::string> items;
+      std::vector<std::string> items, outs;
       for (const auto& s : stages) items.push_back(stage_json(s));
-      std::cout << object({{"job", job_json(j)}, {"stages", array(items)}}) << "\n";
+      for (const auto& o : outputs) outs.push_back(output_json(o));
+      std::cout << object({{"job", job_json(j)}, {"stages", array(items)}, {"outputs", array(outs)}}) << "\n";
     };
   });
 
