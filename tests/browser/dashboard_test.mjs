@@ -52,7 +52,7 @@ try {
   check((res.headers()['content-security-policy'] || '').includes("frame-ancestors 'none'"), 'CSP header with frame-ancestors');
   check(await page.$eval('h1', (e) => e.textContent) === 'Overview', 'overview heading');
   const states = await page.$$eval('#job-states tr td:first-child', (tds) => tds.map((td) => td.textContent));
-  check(JSON.stringify(states) === JSON.stringify(['queued', 'paused', 'running', 'succeeded', 'failed', 'cancelled']), `job states listed: ${states}`);
+  check(JSON.stringify(states) === JSON.stringify(['waiting', 'blocked', 'queued', 'paused', 'running', 'succeeded', 'failed', 'cancelled']), `job states listed: ${states}`);
   await shot('dashboard-overview.png');
 
   // The job list renders the hostile operation as text, and nothing ran.

@@ -52,8 +52,10 @@ pre{background:#fff;border:1px solid #d0d7de;padding:.6em;white-space:pre-wrap;w
 form.inline{display:inline}button{cursor:pointer}dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{font-weight:600}
 )css";
 
-constexpr jobs::job_state every_state[] = {jobs::job_state::queued, jobs::job_state::paused, jobs::job_state::running, jobs::job_state::succeeded,
-                                           jobs::job_state::failed, jobs::job_state::cancelled, jobs::job_state::waiting, jobs::job_state::blocked};
+// In the order of a job's life, as `casecore job list --state` names them.
+constexpr jobs::job_state every_state[] = {jobs::job_state::waiting, jobs::job_state::blocked, jobs::job_state::queued,
+                                           jobs::job_state::paused, jobs::job_state::running, jobs::job_state::succeeded,
+                                           jobs::job_state::failed, jobs::job_state::cancelled};
 
 std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();

@@ -79,7 +79,8 @@ struct program_options {
 /// A finished program.
 struct program_result {
   int exit_code = -1;     ///< exit status, or 128+signal when killed
-  std::string out, err;   ///< everything it wrote to stdout and stderr
+  std::string out;        ///< everything it wrote to stdout
+  std::string err;        ///< everything it wrote to stderr
   bool timed_out = false; ///< killed because program_options::timeout passed
 };
 /// Run `program` (a path) with `args`, stdin from /dev/null, stdout and stderr captured in unlinked
