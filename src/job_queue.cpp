@@ -222,11 +222,12 @@ const std::string& heartbeat_busy(dialect d) {
 
 const std::string& reclaim(dialect d) {
   // An expired claim goes back to waiting, unless it was cancelled, is out of attempts, or a newer
-  // job of its key already waits (then it is superseded by that job).
+  // job of its key already waits (then it is superseded by that job). $1: how long (µs) the claim
+  // must have been expired (0 for every expired claim; the worker's backstop passes more).
   auto text = [](std::string_view lock, std::string_view returning) {
     return cat({"WITH x AS (SELECT q.id AS xid, (SELECT w.id FROM casecore_jobs w WHERE w.operation = q.operation "
                 "AND w.subject = q.subject AND w.state IN ('queued', 'scheduled', 'paused', 'waiting')) AS newer "
-                "FROM casecore_jobs q WHERE q.state = 'running' AND q.lease_expires_at < casecore_now_us() LIMIT 100",
+                "FROM casecore_jobs q WHERE q.state = 'running' AND q.lease_expires_at < casecore_now_us() - $1 LIMIT 100",
                 lock,
                 ") UPDATE casecore_jobs AS j SET "
                 "state = CASE WHEN j.cancel_requested = 1 OR x.newer IS NOT NULL THEN 'cancelled' "
@@ -1014,7 +1015,9 @@ bool acknowledge_cancel(database& db, const claim_ref& ref) {
   });
 }
 
-std::size_t reclaim_expired(database& db) {
+std::size_t reclaim_expired(database& db, std::chrono::milliseconds overdue) {
+  if (overdue.count() < 0) raise(errc::invalid_argument, "reclaim_expired: overdue must not be negative");
+  const auto overdue_us = static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::microseconds>(overdue).count());
   std::size_t total = 0;
   // Short transactions of at most 100 rows; locked rows are skipped (their holder is finishing them)
   // and a lock wait (a business transaction enqueueing a job of the same key) is bounded.
@@ -1022,7 +1025,7 @@ std::size_t reclaim_expired(database& db) {
   for (int round = 0; round < 1000; ++round) {
     const auto n = retry_on_new_sibling([&] {
       return db.write([&](transaction& tx) {
-        const auto rows = tx.exec(sqlt::reclaim(tx.dialect()));
+        const auto rows = tx.exec(sqlt::reclaim(tx.dialect()), overdue_us);
         for (auto r : rows)
           if (const auto st = r.get<std::string>(1); st != "queued") dependency_ended(tx, r.get<std::int64_t>(0), st);
         return rows.size();

@@ -595,7 +595,7 @@ struct worker::state {
     leader_election leader(db, std::string(maintenance_lease), opt.owner, leader_options{ttl, {}, {}});
     leader_task_clock tasks(opt.leader_tasks.size(), ttl);
     auto wake = opt.schedules.count() > 0 ? std::min(period(), opt.schedules) : period();
-    if (!opt.leader_tasks.empty()) wake = std::min(wake, tasks.wake(opt.leader_tasks));
+    wake = std::min(wake, tasks.wake(opt.leader_tasks));
     while (background_sleep(wake)) {
       run_leader_tasks(leader, tasks);
       if (opt.schedules.count() > 0) {
@@ -608,10 +608,14 @@ struct worker::state {
           // Next period; ticks wait in (cursor, now] meanwhile, nothing is lost.
         }
       }
+      tick_election(leader, tasks);
       if (steady::now() < next_reclaim) continue;
       next_reclaim = steady::now() + period();
       try {
-        if (const auto n = reclaim_expired(db)) {
+        // The leader requeues every expired claim; the others only those expired for longer than
+        // one lease (reclaim_backstop()): a live leader has taken them long before, so they find
+        // nothing, while a dead or stalled leader's duty is covered without waiting for a failover.
+        if (const auto n = reclaim_expired(db, leader.is_leader() ? std::chrono::milliseconds(0) : reclaim_backstop())) {
           bump(&worker_stats::reclaimed, n);
           if (detail::log_enabled()) detail::emit(log_level::warn, "job.reclaim", "expired job claims reclaimed", {{"db", db.describe()}, {"owner", opt.owner}, {"jobs", std::to_string(n)}});
         }
@@ -625,7 +629,7 @@ struct worker::state {
       if (prune_due) next_prune = now + opt.maintenance;
       if (vacuum_due) next_vacuum = now + std::chrono::seconds(1);
       try {
-        if (!leader.tick()) continue;
+        if (!leader.is_leader()) continue;
         if (vacuum_due && db.vacuum("casecore_jobs", opt.vacuum_dead_rows)) bump(&worker_stats::vacuums);
         // Small batches, checking for stop() between rounds.
         for (; prune_due;) {
@@ -665,16 +669,26 @@ struct worker::state {
   // The host's leader tasks: tick the election every leader_ttl / 3 while there are any (renew when
   // leading, campaign otherwise: one short write per third of a term, not one per task run), and
   // run the due ones while this worker leads (with its fence). Never throws: a failure waits.
+  // Every worker ticks the maintenance election every leader_ttl / 3: the leader renews, the others
+  // campaign (one short write per third of a term), so there is a leader for reclaim, pruning,
+  // vacuum and the host's leader tasks whenever a worker runs.
+  void tick_election(leader_election& leader, leader_task_clock& clock) {
+    const auto now = steady::now();
+    if (now < clock.next_renew) return;
+    clock.next_renew = now + clock.renew_every;
+    try {
+      leader.tick();
+    } catch (const std::exception&) { // next time; the term lasts until its local expiry
+    }
+  }
+
+  // How long a claim must have been expired before a worker that is not the maintenance leader
+  // requeues it: one lease (the leader requeues within one heartbeat period of expiry).
+  std::chrono::milliseconds reclaim_backstop() const { return opt.lease; }
+
   void run_leader_tasks(leader_election& leader, leader_task_clock& clock) {
     if (opt.leader_tasks.empty()) return;
-    const auto now = steady::now();
-    if (now >= clock.next_renew) {
-      clock.next_renew = now + clock.renew_every;
-      try {
-        leader.tick();
-      } catch (const std::exception&) { // next time; the term lasts until its local expiry
-      }
-    }
+    tick_election(leader, clock);
     if (!leader.is_leader()) return;
     for (std::size_t i = 0; i < opt.leader_tasks.size() && !bg_stopping(); ++i) {
       if (steady::now() < clock.next[i]) continue;

@@ -5,6 +5,7 @@
 #include "job_test_env.hpp"
 
 #include <casecore/detail/job_sql.hpp>
+#include <casecore/leader.hpp>
 #include <casecore/lease.hpp>
 #include <casecore/migration.hpp>
 #include <casecore/testing/fixture.hpp>
@@ -12,6 +13,7 @@
 #include <casecore/worker.hpp>
 #include <doctest/doctest.h>
 
+#include <functional>
 #include <future>
 #include <regex>
 #include <thread>
@@ -54,6 +56,15 @@ micros expiry(database& db, std::int64_t id) {
 
 // Generous: what is asserted is "did not wait for the lock holder", who waits until released.
 constexpr auto not_blocked = 15s;
+
+bool wait_until(const std::function<bool()>& done, std::chrono::seconds limit = 60s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
 
 } // namespace
 
@@ -463,6 +474,90 @@ TEST_CASE("one elected worker prunes finished jobs, not every worker") {
   CHECK(((pa == 17 && pb == 0) || (pa == 0 && pb == 17)));
   REQUIRE(leader);
   CHECK(leader->owner == (pa > 0 ? "worker-a" : "worker-b"));
+}
+
+TEST_CASE("reclaim runs on the maintenance leader; the others only as a backstop one lease later") {
+  scratch_database s;
+  auto db = migrated(s, 8);
+  // Claims of a dead worker, expiring now. Written as running in the enqueue's own transaction, so
+  // the workers under test (which claim whatever is queued) never see them queued; out of attempts,
+  // so a reclaim ends them `failed` and no worker claims them afterwards.
+  auto dead_claims = [&](const std::string& prefix, int n) {
+    db.write([&](transaction& tx) {
+      for (int i = 0; i < n; ++i) {
+        auto j = spec("op", prefix + std::to_string(i));
+        j.max_attempts = 1;
+        jobs::enqueue(tx, j);
+      }
+      tx.exec("UPDATE casecore_jobs SET state = 'running', attempts = 1, lease_owner = 'dead', lease_epoch = 1, "
+              "lease_expires_at = casecore_now_us() WHERE subject LIKE $1",
+              prefix + "%");
+    });
+  };
+  auto running = [&] { return scalar(db, "SELECT count(*) FROM casecore_jobs WHERE state = 'running'"); };
+  jobs::worker_options o;
+  o.threads = 1;
+  o.lease = 3s; // the backstop delay of a worker that is not the leader
+  o.heartbeat = 50ms;
+  o.maintenance = 50ms; // leader_ttl 3 s: the election is ticked every second
+  o.poll = 20ms;
+  o.retain = {0ms, 0};
+
+  SUBCASE("reclaim_expired refuses a negative delay and requeues only claims expired at least that long") {
+    CHECK_THROWS_AS(jobs::reclaim_expired(db, -1ms), invalid_argument);
+    dead_claims("d-", 3);
+    CHECK(jobs::reclaim_expired(db, std::chrono::hours(1)) == 0); // expired just now, not an hour ago
+    CHECK(running() == 3);
+    CHECK(jobs::reclaim_expired(db) == 3);
+    CHECK(running() == 0);
+  }
+
+  SUBCASE("a live leader requeues every expired claim; the other worker requeues none") {
+    auto oa = o, ob = o;
+    oa.owner = "worker-a";
+    ob.owner = "worker-b";
+    jobs::worker a(db, oa);
+    a.start();
+    REQUIRE(wait_until([&] {
+      const auto l = lease::inspect(db, "casecore.jobs.maintenance");
+      return l && l->owner == "worker-a";
+    }));
+    jobs::worker b(db, ob);
+    b.start();
+    for (int round = 0; round < 3; ++round) {
+      dead_claims("r" + std::to_string(round) + "-", 5);
+      REQUIRE(wait_until([&] { return running() == 0; }));
+    }
+    const auto ra = a.stats().reclaimed, rb = b.stats().reclaimed;
+    a.stop();
+    b.stop();
+    CHECK(ra == 15);
+    CHECK(rb == 0);
+  }
+
+  SUBCASE("with the leader stalled (its lease held, nothing requeued), another worker requeues them one lease after expiry") {
+    // A stalled leader: it won the election and then stopped doing anything.
+    leader_election stalled(db, "casecore.jobs.maintenance", "stalled", leader_options{60s, {}, {}});
+    REQUIRE(stalled.tick());
+    auto ob = o;
+    ob.owner = "worker-b";
+    ob.lease = 4s;
+    jobs::worker b(db, ob);
+    b.start();
+    dead_claims("s-", 4);
+    const auto expired_at = std::chrono::steady_clock::now();
+    // Well inside the backstop delay (4 s): nothing is requeued yet, the claims are only expired.
+    std::this_thread::sleep_for(1s);
+    const auto early = running();
+    const bool checked_in_time = std::chrono::steady_clock::now() - expired_at < 3500ms;
+    REQUIRE(wait_until([&] { return running() == 0; }));
+    const auto rb = b.stats().reclaimed;
+    b.stop();
+    if (checked_in_time) CHECK(early == 4); // otherwise the machine stalled past the delay: no verdict
+    else MESSAGE("the early check came after the backstop delay; not judged");
+    CHECK(rb == 4);
+    CHECK(lease::inspect(db, "casecore.jobs.maintenance")->owner == "stalled");
+  }
 }
 
 TEST_CASE("a database created by casecore.jobs version 1 upgrades with its jobs") {

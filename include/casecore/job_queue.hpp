@@ -264,10 +264,12 @@ job_state snooze(database& db, const claim_ref& ref, std::chrono::milliseconds d
 /// Finish a running job whose cancellation was requested (fenced); false when lost.
 bool acknowledge_cancel(database& db, const claim_ref& ref);
 
-/// Requeue running jobs whose lease expired (fail them when out of attempts, supersede them when a
-/// newer job of their key waits), in transactions of at most 100 rows that skip locked rows and
-/// never wait long for a lock; returns how many.
-std::size_t reclaim_expired(database& db);
+/// Requeue running jobs whose lease expired at least `overdue` ago on the database clock (fail them
+/// when out of attempts, supersede them when a newer job of their key waits), in transactions of at
+/// most 100 rows that skip locked rows and never wait long for a lock; returns how many. The worker's
+/// maintenance leader passes 0; the other workers pass a backstop delay (worker.hpp).
+/// invalid_argument for a negative `overdue`.
+std::size_t reclaim_expired(database& db, std::chrono::milliseconds overdue = std::chrono::milliseconds(0));
 
 } // namespace casecore::jobs
 

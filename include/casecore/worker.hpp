@@ -10,9 +10,14 @@
 // the database) and never starts a handler whose claim is gone.
 // Threads: `threads` handler threads; one heartbeat thread that extends all held claims every
 // `heartbeat` in one short set-based transaction (rows being completed are skipped, never waited
-// for); one maintenance thread that requeues other workers' expired claims (reclaim_expired, its
-// own short transactions, never on the heartbeat path) and, on the worker elected through the lease
-// "casecore.jobs.maintenance", prunes finished jobs by `retain` in small batches every
+// for); one maintenance thread. Every maintenance thread ticks the election for the lease
+// "casecore.jobs.maintenance" every leader_ttl / 3 (a leader_election, leader.hpp). The elected
+// worker requeues expired claims (reclaim_expired, its own short transactions, never on the
+// heartbeat path) every heartbeat period; the others requeue only claims expired for longer than one
+// `lease`, a backstop that finds nothing while the leader lives and covers a dead or stalled
+// leader's duty without waiting for a failover (a claim of a dead worker is requeued within one
+// heartbeat period of its expiry, or within one lease more when the leader died too). The elected
+// worker also prunes finished jobs by `retain` in small batches every
 // `maintenance` (one pruner per database, not one per worker) and, on PostgreSQL, vacuums the jobs
 // table (throttled like autovacuum) once the server counts `vacuum_dead_rows` dead row versions in
 // it: a busy queue claims from the head of its ready index, where the rows it just claimed leave
